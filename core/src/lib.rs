@@ -1,0 +1,13 @@
+//! starling-core: the Starling gossip overlay.
+//!
+//! - [`identity`]: Ed25519 keys and [`identity::PeerId`].
+//! - [`wire`]: every protocol message, signed envelopes, the frame codec and its limits.
+//! - [`proto`]: the protocol as deterministic, sans-IO state machines (HyParView
+//!   membership, SWIM failure detection, Plumtree broadcast, presence, topic discovery),
+//!   driven by injected time and a seeded RNG. The simulator and the network driver run
+//!   the very same code.
+#![warn(missing_docs)]
+
+pub mod identity;
+pub mod proto;
+pub mod wire;
