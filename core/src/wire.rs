@@ -346,7 +346,8 @@ impl Broadcast {
         }
     }
 
-    fn sig(&self) -> &Signature {
+    /// The signature.
+    pub fn sig(&self) -> &Signature {
         match self {
             Broadcast::Message(m) => &m.sig,
             Broadcast::Presence(r) => &r.sig,
