@@ -179,6 +179,9 @@ impl<T> Sequencer<T> {
             // A jump beyond the window (the author restarted, or we missed a long stretch):
             // release what waits and restart the count here.
             ready.extend(std::mem::take(&mut a.waiting).into_values());
+            if let Some(t) = a.gap_deadline {
+                self.deadlines.remove(&(t, author));
+            }
             let words = a.delivered.len();
             *a = Author::new(seq, words, now);
         }
