@@ -5,11 +5,25 @@
 //!
 //! Departures from the paper are marked "Departure:" where they are made.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use super::time::Time;
+use super::time::{earliest, Time};
 use crate::identity::PeerId;
-use crate::wire::{Broadcast, GossipMsg, MessageId};
+use crate::wire::{Broadcast, GossipMsg, IHave, MessageId};
+
+/// Most ids in one IHAVE or GRAFT message: the wire limit (`Limits::max_ids_per_msg`'s
+/// default, 1,024), so every message we send decodes at the receiver.
+pub const MAX_IDS_PER_MSG: usize = 1024;
+
+/// Most peers remembered as announcers of one missing message (8: a node has ~5 topic
+/// neighbours (HyParView active view), so 8 covers all of them plus a few strangers).
+pub const MAX_ANNOUNCERS_PER_ID: usize = 8;
+
+/// Most missing messages tracked at once (4,096, as many as the default cache holds):
+/// bounds the memory an IHAVE flood can take; further announcements are dropped until
+/// graft timers free room.
+pub const MAX_MISSING_IDS: usize = 4096;
 
 /// Broadcast parameters (iroh-gossip's defaults, design.md §3).
 #[derive(Clone, Debug)]
@@ -89,37 +103,115 @@ pub struct Counters {
     pub grafts_missed: u64,
 }
 
+/// A cached broadcast: what answers grafts and neighbour syncs.
+#[derive(Debug)]
+struct CacheEntry {
+    content: Broadcast,
+    /// The hops at which we received it (0: published here).
+    hops: u16,
+    /// The neighbour we received it from (None: published here).
+    from: Option<PeerId>,
+    /// When it was cached.
+    at: Time,
+    /// `content.approx_size()`, kept so eviction need not recompute it.
+    size: usize,
+}
+
+/// A message announced to us (IHAVE) that we have not received yet.
+#[derive(Debug)]
+struct Missing {
+    /// Who announced it, with the announced hops, in arrival order.
+    announcers: VecDeque<(PeerId, u16)>,
+    /// When its graft timer fires (also a key of `State::graft_timers`).
+    deadline: Time,
+}
+
 /// The broadcast tree state of one topic.
+///
+/// Invariants: `eager ∩ lazy = ∅`, both hold only neighbours and never `me`; `seen_order`
+/// lists exactly the keys of `seen` (insertion order), `cache_order` those of `cache`;
+/// every `missing` entry has exactly one `graft_timers` entry `(deadline, id)`.
 #[derive(Debug)]
 pub struct State {
-    _todo: (),
+    me: PeerId,
+    config: Config,
+    eager: BTreeSet<PeerId>,
+    lazy: BTreeSet<PeerId>,
+    // HashMaps below are only looked up, never iterated, so they cannot make the output
+    // depend on hash order; the VecDeques give the order.
+    seen: HashMap<MessageId, Time>,
+    seen_order: VecDeque<(MessageId, Time)>,
+    cache: HashMap<MessageId, CacheEntry>,
+    cache_order: VecDeque<MessageId>,
+    cache_bytes: usize,
+    missing: BTreeMap<MessageId, Missing>,
+    graft_timers: BTreeSet<(Time, MessageId)>,
+    pending_ihave: BTreeMap<PeerId, Vec<IHave>>,
+    ihave_deadline: Option<Time>,
+    counters: Counters,
 }
 
 impl State {
     /// A node `me` with no neighbours yet.
     pub fn new(me: PeerId, config: Config) -> Self {
-        let _ = (me, config);
-        todo!()
+        State {
+            me,
+            config,
+            eager: BTreeSet::new(),
+            lazy: BTreeSet::new(),
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            cache: HashMap::new(),
+            cache_order: VecDeque::new(),
+            cache_bytes: 0,
+            missing: BTreeMap::new(),
+            graft_timers: BTreeSet::new(),
+            pending_ihave: BTreeMap::new(),
+            ihave_deadline: None,
+            counters: Counters::default(),
+        }
     }
 
     /// A new neighbour in the topic's active view: starts as eager. Departure (neighbour
     /// sync): it is also sent an IHAVE of the cached messages (at most `sync_max_ids`), so a
     /// new or reconnected neighbour can graft what it missed while the tree was broken.
     pub fn neighbor_up(&mut self, peer: PeerId, now: Time, out: &mut Vec<OutEvent>) {
-        let _ = (peer, now, out);
-        todo!()
+        if peer == self.me {
+            return;
+        }
+        self.expire(now);
+        self.make_eager(peer);
+        let entries: Vec<IHave> = self
+            .cache_order
+            .iter()
+            .rev()
+            .take(self.config.sync_max_ids)
+            .filter_map(|id| {
+                self.cache.get(id).map(|e| IHave {
+                    id: *id,
+                    hops: e.hops,
+                })
+            })
+            .collect();
+        send_chunked(peer, entries, GossipMsg::IHave, out);
     }
 
     /// A neighbour left the active view.
     pub fn neighbor_down(&mut self, peer: &PeerId) {
-        let _ = peer;
-        todo!()
+        self.eager.remove(peer);
+        self.lazy.remove(peer);
+        self.pending_ihave.remove(peer);
+        // A scan of the missing ids (at most MAX_MISSING_IDS), but only on a neighbour
+        // change, never per message. An id left without announcers is forgotten when its
+        // timer fires.
+        for m in self.missing.values_mut() {
+            m.announcers.retain(|(p, _)| p != peer);
+        }
     }
 
     /// Whether `id` was seen (delivered or published here) within `seen_max_age`.
     pub fn is_known(&self, id: &MessageId) -> bool {
-        let _ = id;
-        todo!()
+        self.seen.contains_key(id)
     }
 
     /// Publishes a local broadcast: caches it and pushes it (hops 0) to the eager peers,
@@ -132,8 +224,14 @@ impl State {
         now: Time,
         out: &mut Vec<OutEvent>,
     ) {
-        let _ = (id, content, now, out);
-        todo!()
+        self.expire(now);
+        if self.is_known(&id) {
+            return;
+        }
+        self.mark_seen(id, now);
+        self.forget_missing(&id);
+        self.cache_insert(id, content.clone(), 0, None, now);
+        self.push(None, id, 0, &content, now, out);
     }
 
     /// Handles a Gossip message. `id` is `content.id()`; if `!is_known(&id)` the caller has
@@ -147,8 +245,34 @@ impl State {
         now: Time,
         out: &mut Vec<OutEvent>,
     ) {
-        let _ = (from, hops, id, content, now, out);
-        todo!()
+        self.expire(now);
+        self.counters.payloads_received += 1;
+        if self.is_known(&id) {
+            self.counters.duplicates += 1;
+            // The paper: a duplicate over an eager link means the link closes a cycle.
+            if self.eager.remove(&from) {
+                self.lazy.insert(from);
+                out.push(OutEvent::Send(from, GossipMsg::Prune));
+                self.counters.prunes_sent += 1;
+            }
+            return;
+        }
+        let hops = hops.saturating_add(1);
+        self.mark_seen(id, now);
+        self.forget_missing(&id);
+        self.cache_insert(id, content.clone(), hops, Some(from), now);
+        // The link it came over is part of the tree (a lazy one was grafted); a stranger
+        // is never added (the membership layer decides who is a neighbour).
+        if self.lazy.remove(&from) {
+            self.eager.insert(from);
+        }
+        out.push(OutEvent::Deliver {
+            id,
+            content: content.clone(),
+            hops,
+            from,
+        });
+        self.push(Some(from), id, hops, &content, now, out);
     }
 
     /// Handles IHave, Graft and Prune (a Gossip variant passed here is ignored).
@@ -159,39 +283,1353 @@ impl State {
         now: Time,
         out: &mut Vec<OutEvent>,
     ) {
-        let _ = (from, msg, now, out);
-        todo!()
+        if from == self.me {
+            // We can neither graft from nor answer ourselves.
+            return;
+        }
+        self.expire(now);
+        match msg {
+            GossipMsg::Gossip { .. } => {}
+            GossipMsg::IHave(entries) => self.on_ihave(from, entries, now, out),
+            GossipMsg::Graft(ids) => self.on_graft(from, ids, out),
+            GossipMsg::Prune => {
+                if self.eager.remove(&from) {
+                    self.lazy.insert(from);
+                }
+            }
+        }
     }
 
     /// Up to `n` ids of the most recently cached broadcasts, newest first.
     pub fn recent_ids(&self, n: usize) -> Vec<MessageId> {
-        let _ = n;
-        todo!()
+        self.cache_order.iter().rev().take(n).copied().collect()
     }
 
     /// The eager (tree) neighbours.
     pub fn eager_peers(&self) -> Vec<PeerId> {
-        todo!()
+        self.eager.iter().copied().collect()
     }
 
     /// The lazy neighbours.
     pub fn lazy_peers(&self) -> Vec<PeerId> {
-        todo!()
+        self.lazy.iter().copied().collect()
     }
 
     /// Measurement counters.
     pub fn counters(&self) -> &Counters {
-        todo!()
+        &self.counters
     }
 
     /// When [`State::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Time> {
-        todo!()
+        let graft = self.graft_timers.first().map(|(t, _)| *t);
+        let cache = self
+            .cache_order
+            .front()
+            .and_then(|id| self.cache.get(id))
+            .map(|e| e.at + self.config.cache_max_age);
+        let seen = self
+            .seen_order
+            .front()
+            .map(|(_, t)| *t + self.config.seen_max_age);
+        earliest(earliest(self.ihave_deadline, graft), earliest(cache, seen))
     }
 
     /// Does all timed work due at `now`: IHAVE flushes, graft timeouts, cache expiry.
     pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<OutEvent>) {
-        let _ = (now, out);
-        todo!()
+        self.expire(now);
+        if self.ihave_deadline.is_some_and(|t| t <= now) {
+            self.flush_ihaves(out);
+        }
+        self.fire_graft_timers(now, out);
+    }
+
+    // -----------------------------------------------------------------------------------
+
+    fn is_neighbor(&self, peer: &PeerId) -> bool {
+        self.eager.contains(peer) || self.lazy.contains(peer)
+    }
+
+    /// Makes `peer` eager; callers check that it is (or becomes) a neighbour.
+    fn make_eager(&mut self, peer: PeerId) {
+        self.lazy.remove(&peer);
+        self.eager.insert(peer);
+    }
+
+    /// Eager push to the eager peers and lazy push (queued IHAVE) to the lazy ones, except
+    /// `from`.
+    fn push(
+        &mut self,
+        from: Option<PeerId>,
+        id: MessageId,
+        hops: u16,
+        content: &Broadcast,
+        now: Time,
+        out: &mut Vec<OutEvent>,
+    ) {
+        for p in &self.eager {
+            if Some(*p) != from {
+                out.push(OutEvent::Send(
+                    *p,
+                    GossipMsg::Gossip {
+                        hops,
+                        content: content.clone(),
+                    },
+                ));
+            }
+        }
+        let lazy: Vec<PeerId> = self
+            .lazy
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != from)
+            .collect();
+        for p in lazy {
+            self.queue_ihave(p, IHave { id, hops }, now, out);
+        }
+    }
+
+    fn queue_ihave(&mut self, peer: PeerId, entry: IHave, now: Time, out: &mut Vec<OutEvent>) {
+        let queue = self.pending_ihave.entry(peer).or_default();
+        queue.push(entry);
+        if queue.len() >= MAX_IDS_PER_MSG {
+            // A full message goes at once: bounds the queue under a burst.
+            let entries = std::mem::take(queue);
+            self.pending_ihave.remove(&peer);
+            out.push(OutEvent::Send(peer, GossipMsg::IHave(entries)));
+        } else if self.ihave_deadline.is_none() {
+            self.ihave_deadline = Some(now + self.config.ihave_batch_delay);
+        }
+    }
+
+    fn flush_ihaves(&mut self, out: &mut Vec<OutEvent>) {
+        self.ihave_deadline = None;
+        for (peer, entries) in std::mem::take(&mut self.pending_ihave) {
+            send_chunked(peer, entries, GossipMsg::IHave, out);
+        }
+    }
+
+    fn on_ihave(&mut self, from: PeerId, entries: Vec<IHave>, now: Time, out: &mut Vec<OutEvent>) {
+        self.counters.ihaves_received = self
+            .counters
+            .ihaves_received
+            .saturating_add(entries.len() as u64);
+        for entry in entries {
+            if self.is_known(&entry.id) {
+                self.optimize(from, entry, out);
+            } else {
+                // Departure: announcements from a non-neighbour are recorded too: the
+                // sender may become a neighbour a moment later (streams are not ordered).
+                self.record_announcer(from, entry, now);
+            }
+        }
+    }
+
+    fn record_announcer(&mut self, from: PeerId, entry: IHave, now: Time) {
+        if let Some(m) = self.missing.get_mut(&entry.id) {
+            if m.announcers.len() < MAX_ANNOUNCERS_PER_ID
+                && !m.announcers.iter().any(|(p, _)| *p == from)
+            {
+                m.announcers.push_back((from, entry.hops));
+            }
+            return;
+        }
+        if self.missing.len() >= MAX_MISSING_IDS {
+            return;
+        }
+        let deadline = now + self.config.graft_timeout_1;
+        self.missing.insert(
+            entry.id,
+            Missing {
+                announcers: VecDeque::from([(from, entry.hops)]),
+                deadline,
+            },
+        );
+        self.graft_timers.insert((deadline, entry.id));
+    }
+
+    /// Tree optimisation (the paper): `from` announces a message we have over a path
+    /// `optimization_threshold` hops shorter than the eager one it reached us by: graft
+    /// the short link, prune the long one.
+    fn optimize(&mut self, from: PeerId, entry: IHave, out: &mut Vec<OutEvent>) {
+        let Some(cached) = self.cache.get(&entry.id) else {
+            return;
+        };
+        let Some(parent) = cached.from else {
+            return; // published here: hops 0, nothing is shorter.
+        };
+        let shorter = u32::from(entry.hops) + u32::from(self.config.optimization_threshold)
+            < u32::from(cached.hops);
+        // Only while the long link is still eager: once pruned, later announcements of
+        // the same message do not graft more links.
+        if !shorter || parent == from || !self.is_neighbor(&from) || !self.eager.contains(&parent) {
+            return;
+        }
+        self.make_eager(from);
+        out.push(OutEvent::Send(from, GossipMsg::Graft(Vec::new())));
+        self.counters.grafts_sent += 1;
+        self.eager.remove(&parent);
+        self.lazy.insert(parent);
+        out.push(OutEvent::Send(parent, GossipMsg::Prune));
+        self.counters.prunes_sent += 1;
+    }
+
+    fn on_graft(&mut self, from: PeerId, ids: Vec<MessageId>, out: &mut Vec<OutEvent>) {
+        if self.is_neighbor(&from) {
+            self.make_eager(from);
+        }
+        // A repeated id is answered once: no amplification from one small request.
+        let mut answered = BTreeSet::new();
+        for id in ids {
+            if !answered.insert(id) {
+                continue;
+            }
+            match self.cache.get(&id) {
+                Some(e) => out.push(OutEvent::Send(
+                    from,
+                    GossipMsg::Gossip {
+                        hops: e.hops,
+                        content: e.content.clone(),
+                    },
+                )),
+                None => self.counters.grafts_missed += 1,
+            }
+        }
+    }
+
+    fn fire_graft_timers(&mut self, now: Time, out: &mut Vec<OutEvent>) {
+        let mut due = Vec::new();
+        while let Some(&(t, id)) = self.graft_timers.first() {
+            if t > now {
+                break;
+            }
+            self.graft_timers.pop_first();
+            due.push(id);
+        }
+        // Departure: the ids due in one call are grafted from each announcer in one
+        // message (the paper sends one GRAFT per id); same requests, fewer messages.
+        let mut grafts: BTreeMap<PeerId, Vec<MessageId>> = BTreeMap::new();
+        for id in due {
+            let Some(m) = self.missing.get_mut(&id) else {
+                continue;
+            };
+            let Some((peer, _hops)) = m.announcers.pop_front() else {
+                self.missing.remove(&id);
+                continue;
+            };
+            if m.announcers.is_empty() {
+                // The last announcer: forget the id, a later IHAVE starts afresh.
+                self.missing.remove(&id);
+            } else {
+                m.deadline = now + self.config.graft_timeout_2;
+                self.graft_timers.insert((m.deadline, id));
+            }
+            grafts.entry(peer).or_default().push(id);
+        }
+        for (peer, ids) in grafts {
+            if self.is_neighbor(&peer) {
+                self.make_eager(peer);
+            }
+            let before = out.len();
+            send_chunked(peer, ids, GossipMsg::Graft, out);
+            self.counters.grafts_sent += (out.len() - before) as u64;
+        }
+    }
+
+    fn forget_missing(&mut self, id: &MessageId) {
+        if let Some(m) = self.missing.remove(id) {
+            self.graft_timers.remove(&(m.deadline, *id));
+        }
+    }
+
+    fn mark_seen(&mut self, id: MessageId, now: Time) {
+        if self.seen.insert(id, now).is_none() {
+            self.seen_order.push_back((id, now));
+        }
+        while self.seen.len() > self.config.seen_max_count {
+            self.pop_seen();
+        }
+    }
+
+    fn pop_seen(&mut self) {
+        if let Some((id, _)) = self.seen_order.pop_front() {
+            self.seen.remove(&id);
+        }
+    }
+
+    fn cache_insert(
+        &mut self,
+        id: MessageId,
+        content: Broadcast,
+        hops: u16,
+        from: Option<PeerId>,
+        now: Time,
+    ) {
+        if self.cache.contains_key(&id) {
+            return;
+        }
+        let size = content.approx_size();
+        self.cache.insert(
+            id,
+            CacheEntry {
+                content,
+                hops,
+                from,
+                at: now,
+                size,
+            },
+        );
+        self.cache_order.push_back(id);
+        self.cache_bytes = self.cache_bytes.saturating_add(size);
+        while self.cache.len() > self.config.cache_max_count
+            || self.cache_bytes > self.config.cache_max_bytes
+        {
+            if !self.pop_cache() {
+                break;
+            }
+        }
+    }
+
+    fn pop_cache(&mut self) -> bool {
+        let Some(id) = self.cache_order.pop_front() else {
+            return false;
+        };
+        if let Some(e) = self.cache.remove(&id) {
+            self.cache_bytes = self.cache_bytes.saturating_sub(e.size);
+        }
+        true
+    }
+
+    /// Drops seen ids and cached messages past their age (oldest first, no scan).
+    fn expire(&mut self, now: Time) {
+        while let Some(&(_, t)) = self.seen_order.front() {
+            if t + self.config.seen_max_age > now {
+                break;
+            }
+            self.pop_seen();
+        }
+        while let Some(e) = self.cache_order.front().and_then(|id| self.cache.get(id)) {
+            if e.at + self.config.cache_max_age > now {
+                break;
+            }
+            self.pop_cache();
+        }
+    }
+}
+
+/// Sends `items` to `peer` in messages of at most [`MAX_IDS_PER_MSG`] (none if empty).
+fn send_chunked<T: Clone>(
+    peer: PeerId,
+    items: Vec<T>,
+    make: fn(Vec<T>) -> GossipMsg,
+    out: &mut Vec<OutEvent>,
+) {
+    for chunk in items.chunks(MAX_IDS_PER_MSG) {
+        out.push(OutEvent::Send(peer, make(chunk.to_vec())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+    use crate::wire::{SignedMessage, TopicId};
+    use bytes::Bytes;
+    use rand::Rng;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn peer(n: u64) -> PeerId {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&(n + 1).to_be_bytes());
+        PeerId::from_bytes(b)
+    }
+
+    fn content_sized(seq: u64, len: usize) -> Broadcast {
+        Broadcast::Message(SignedMessage::new(
+            &Keypair::from_seed([7; 32]),
+            TopicId::from_name("plumtree-test"),
+            seq,
+            1_000,
+            Bytes::from(vec![0u8; len]),
+        ))
+    }
+
+    fn content(seq: u64) -> Broadcast {
+        content_sized(seq, 10)
+    }
+
+    fn fake_id(n: u64) -> MessageId {
+        let mut b = [0xeeu8; 32];
+        b[..8].copy_from_slice(&n.to_be_bytes());
+        MessageId(b)
+    }
+
+    fn ms(n: u64) -> Time {
+        Time::from_millis(n)
+    }
+
+    fn sends(out: &[OutEvent]) -> Vec<(PeerId, GossipMsg)> {
+        out.iter()
+            .filter_map(|e| match e {
+                OutEvent::Send(p, m) => Some((*p, m.clone())),
+                OutEvent::Deliver { .. } => None,
+            })
+            .collect()
+    }
+
+    fn delivers(out: &[OutEvent]) -> Vec<(MessageId, u16, PeerId)> {
+        out.iter()
+            .filter_map(|e| match e {
+                OutEvent::Deliver { id, hops, from, .. } => Some((*id, *hops, *from)),
+                OutEvent::Send(..) => None,
+            })
+            .collect()
+    }
+
+    fn check_invariants(s: &State) {
+        assert!(s.eager.is_disjoint(&s.lazy));
+        assert!(!s.eager.contains(&s.me) && !s.lazy.contains(&s.me));
+        assert_eq!(s.seen.len(), s.seen_order.len());
+        assert_eq!(s.cache.len(), s.cache_order.len());
+        assert!(s.cache.len() <= s.config.cache_max_count);
+        assert!(s.cache_bytes <= s.config.cache_max_bytes);
+        assert_eq!(
+            s.cache_bytes,
+            s.cache_order
+                .iter()
+                .map(|id| s.cache[id].size)
+                .sum::<usize>()
+        );
+        assert!(s.seen.len() <= s.config.seen_max_count);
+        assert!(s.missing.len() <= MAX_MISSING_IDS);
+        assert_eq!(s.missing.len(), s.graft_timers.len());
+        for (id, m) in &s.missing {
+            assert!(m.announcers.len() <= MAX_ANNOUNCERS_PER_ID);
+            assert!(s.graft_timers.contains(&(m.deadline, *id)));
+        }
+        for q in s.pending_ihave.values() {
+            assert!(q.len() < MAX_IDS_PER_MSG);
+        }
+    }
+
+    /// A node `me` = peer(0) with the given neighbours (all eager).
+    fn node_with(neighbours: &[u64], config: Config) -> State {
+        let mut s = State::new(peer(0), config);
+        let mut out = Vec::new();
+        for n in neighbours {
+            s.neighbor_up(peer(*n), ms(0), &mut out);
+        }
+        assert!(out.is_empty(), "no cache, no sync");
+        s
+    }
+
+    // ---------------------------------------------------------------------------------
+    // In-memory network: FIFO per link (constant per-link delay), silent link drops.
+
+    const DEFAULT_DELAY: Duration = Duration::from_millis(10);
+
+    struct Net {
+        now: Time,
+        nodes: Vec<State>,
+        index: BTreeMap<PeerId, usize>,
+        /// Undirected links (a < b) and their one-way delay.
+        links: BTreeMap<(usize, usize), Duration>,
+        /// Links whose messages are silently lost (neither side is told).
+        dropped: BTreeSet<(usize, usize)>,
+        queue: BTreeMap<(Time, u64), (usize, usize, GossipMsg)>,
+        seq: u64,
+        /// Per node: (id, hops, from) of every Deliver.
+        delivered: Vec<Vec<(MessageId, u16, PeerId)>>,
+    }
+
+    fn key(a: usize, b: usize) -> (usize, usize) {
+        (a.min(b), a.max(b))
+    }
+
+    impl Net {
+        fn new(n: usize, config: &Config) -> Self {
+            Net {
+                now: ms(0),
+                nodes: (0..n)
+                    .map(|i| State::new(peer(i as u64), config.clone()))
+                    .collect(),
+                index: (0..n).map(|i| (peer(i as u64), i)).collect(),
+                links: BTreeMap::new(),
+                dropped: BTreeSet::new(),
+                queue: BTreeMap::new(),
+                seq: 0,
+                delivered: vec![Vec::new(); n],
+            }
+        }
+
+        /// A ring plus random chords until every node has degree >= 4.
+        fn random_regularish(n: usize, seed: u64, delay: Duration, config: &Config) -> Self {
+            let mut net = Net::new(n, config);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut deg = vec![0usize; n];
+            let mut edges = BTreeSet::new();
+            for i in 0..n {
+                edges.insert(key(i, (i + 1) % n));
+                deg[i] += 1;
+                deg[(i + 1) % n] += 1;
+            }
+            for i in 0..n {
+                let mut tries = 0;
+                while deg[i] < 4 && tries < 1000 {
+                    tries += 1;
+                    let j = rng.gen_range(0..n);
+                    if j != i && deg[j] < 5 && edges.insert(key(i, j)) {
+                        deg[i] += 1;
+                        deg[j] += 1;
+                    }
+                }
+            }
+            for (a, b) in edges {
+                net.connect(a, b, delay);
+            }
+            net
+        }
+
+        fn connect(&mut self, a: usize, b: usize, delay: Duration) {
+            self.links.insert(key(a, b), delay);
+            let mut out = Vec::new();
+            self.nodes[a].neighbor_up(peer(b as u64), self.now, &mut out);
+            self.process(a, out);
+            let mut out = Vec::new();
+            self.nodes[b].neighbor_up(peer(a as u64), self.now, &mut out);
+            self.process(b, out);
+        }
+
+        fn process(&mut self, at: usize, out: Vec<OutEvent>) {
+            for ev in out {
+                match ev {
+                    OutEvent::Send(to, msg) => {
+                        let Some(&to) = self.index.get(&to) else {
+                            continue;
+                        };
+                        if self.dropped.contains(&key(at, to)) {
+                            continue;
+                        }
+                        // Not a link (a graft to a stranger): the transport dials it.
+                        let delay = self
+                            .links
+                            .get(&key(at, to))
+                            .copied()
+                            .unwrap_or(DEFAULT_DELAY);
+                        self.seq += 1;
+                        self.queue
+                            .insert((self.now + delay, self.seq), (at, to, msg));
+                    }
+                    OutEvent::Deliver { id, hops, from, .. } => {
+                        self.delivered[at].push((id, hops, from))
+                    }
+                }
+            }
+        }
+
+        fn broadcast(&mut self, at: usize, content: Broadcast) -> MessageId {
+            let id = content.id();
+            let mut out = Vec::new();
+            self.nodes[at].broadcast(id, content, self.now, &mut out);
+            self.process(at, out);
+            id
+        }
+
+        fn run_for(&mut self, d: Duration) {
+            let until = self.now + d;
+            loop {
+                let next_msg = self.queue.keys().next().map(|(t, _)| *t);
+                let next_timer = self.nodes.iter().filter_map(|s| s.poll_timeout()).min();
+                let Some(next) = earliest(next_msg, next_timer) else {
+                    break;
+                };
+                if next > until {
+                    break;
+                }
+                self.now = next.max(self.now);
+                if next_msg == Some(next) {
+                    let Some((_, (from, to, msg))) = self.queue.pop_first() else {
+                        break;
+                    };
+                    let from_id = peer(from as u64);
+                    let mut out = Vec::new();
+                    match msg {
+                        GossipMsg::Gossip { hops, content } => {
+                            let id = content.id();
+                            self.nodes[to]
+                                .handle_gossip(from_id, hops, id, content, self.now, &mut out)
+                        }
+                        other => self.nodes[to].handle_control(from_id, other, self.now, &mut out),
+                    }
+                    self.process(to, out);
+                } else {
+                    for i in 0..self.nodes.len() {
+                        if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
+                            let mut out = Vec::new();
+                            self.nodes[i].handle_timeout(self.now, &mut out);
+                            self.process(i, out);
+                        }
+                    }
+                }
+            }
+            self.now = until;
+        }
+
+        fn deliveries_of(&self, id: &MessageId) -> Vec<usize> {
+            self.delivered
+                .iter()
+                .map(|d| d.iter().filter(|(i, _, _)| i == id).count())
+                .collect()
+        }
+
+        fn total(&self, f: impl Fn(&Counters) -> u64) -> u64 {
+            self.nodes.iter().map(|s| f(s.counters())).sum()
+        }
+
+        fn total_deliveries(&self) -> u64 {
+            self.delivered.iter().map(|d| d.len() as u64).sum()
+        }
+
+        fn assert_all_delivered_once(&self, id: &MessageId, source: usize) {
+            for (i, n) in self.deliveries_of(id).into_iter().enumerate() {
+                assert_eq!(n, usize::from(i != source), "node {i} delivered {n} times");
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Multi-node behaviour
+
+    #[test]
+    fn single_broadcast_reaches_all_100_nodes_exactly_once() {
+        let mut net = Net::random_regularish(100, 1, DEFAULT_DELAY, &Config::default());
+        let id = net.broadcast(0, content(1));
+        net.run_for(Duration::from_secs(2));
+        net.assert_all_delivered_once(&id, 0);
+        // The first broadcast floods (duplicates prune the non-tree links).
+        assert!(net.total(|c| c.duplicates) > 0);
+        assert!(net.total(|c| c.prunes_sent) > 0);
+        for s in &net.nodes {
+            check_invariants(s);
+        }
+    }
+
+    #[test]
+    fn tree_forms_and_later_broadcasts_have_no_redundancy() {
+        // Short links, so no tree path is longer than the graft timeout.
+        let mut net = Net::random_regularish(100, 2, Duration::from_millis(2), &Config::default());
+        let mut extra = Vec::new();
+        for (seq, source) in [(1, 0), (2, 37), (3, 73)] {
+            let before = net.total(|c| c.payloads_received) - net.total_deliveries();
+            let grafts = net.total(|c| c.grafts_sent);
+            let id = net.broadcast(source, content(seq));
+            net.run_for(Duration::from_secs(1));
+            net.assert_all_delivered_once(&id, source);
+            let after = net.total(|c| c.payloads_received) - net.total_deliveries();
+            extra.push((after - before, net.total(|c| c.grafts_sent) - grafts));
+        }
+        assert!(extra[0].0 > 0, "the first broadcast floods: {extra:?}");
+        assert_eq!(extra[2], (0, 0), "RMR 0 once the tree formed: {extra:?}");
+        // The eager links form a spanning tree: n - 1 undirected links, symmetric.
+        let mut eager_links = BTreeSet::new();
+        for (i, s) in net.nodes.iter().enumerate() {
+            for p in s.eager_peers() {
+                let j = net.index[&p];
+                assert!(net.nodes[j].eager.contains(&peer(i as u64)), "asymmetric");
+                eager_links.insert(key(i, j));
+            }
+        }
+        assert_eq!(eager_links.len(), 99);
+    }
+
+    #[test]
+    fn broken_eager_link_is_repaired_by_ihave_and_graft() {
+        let mut net = Net::random_regularish(100, 3, DEFAULT_DELAY, &Config::default());
+        let first = net.broadcast(0, content(1));
+        net.run_for(Duration::from_secs(2));
+        net.assert_all_delivered_once(&first, 0);
+        assert_eq!(net.total(|c| c.grafts_sent), 0);
+        // Silently break one eager link of the source: its child must pull the next
+        // broadcast over a lazy link.
+        let child = net.index[&net.nodes[0].eager_peers()[0]];
+        net.dropped.insert(key(0, child));
+        let second = net.broadcast(0, content(2));
+        net.run_for(Duration::from_secs(3));
+        net.assert_all_delivered_once(&second, 0);
+        assert!(net.nodes[child].counters().grafts_sent > 0);
+        assert_eq!(net.delivered[child].last().map(|d| d.0), Some(second));
+        // The repaired tree carries the next broadcast too.
+        let third = net.broadcast(0, content(3));
+        net.run_for(Duration::from_secs(3));
+        net.assert_all_delivered_once(&third, 0);
+    }
+
+    #[test]
+    fn neighbour_sync_lets_a_late_neighbour_graft_what_it_missed() {
+        let mut net = Net::new(3, &Config::default());
+        net.connect(0, 1, DEFAULT_DELAY);
+        let id = net.broadcast(0, content(1));
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(net.deliveries_of(&id), vec![0, 1, 0]);
+        // Node 2 appears afterwards, next to node 1 only.
+        let grafts_before = net.nodes[2].counters().grafts_sent;
+        net.connect(1, 2, DEFAULT_DELAY);
+        net.run_for(Duration::from_millis(50));
+        assert_eq!(net.deliveries_of(&id)[2], 0, "not before the graft timeout");
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(net.deliveries_of(&id), vec![0, 1, 1]);
+        assert_eq!(net.nodes[2].counters().grafts_sent, grafts_before + 1);
+        // Delivered with the hops it had at node 1, plus one.
+        assert_eq!(net.delivered[2], vec![(id, 2, peer(1))]);
+    }
+
+    #[test]
+    fn tree_optimisation_replaces_a_long_eager_path() {
+        // A ring of 20 with 1 ms links and a slow chord 0-10 (50 ms). The first broadcast
+        // reaches node 10 over the ring (10 hops) and prunes the chord; the next one
+        // announces over the chord (hops 0): 0 + 7 < 10, so node 10 grafts the chord and
+        // prunes its ring parent; the third arrives over the chord in 1 hop.
+        let mut net = Net::new(20, &Config::default());
+        for i in 0..20 {
+            net.connect(i, (i + 1) % 20, Duration::from_millis(1));
+        }
+        net.connect(0, 10, Duration::from_millis(50));
+        let hops_at_10 = |net: &Net, id: &MessageId| {
+            net.delivered[10]
+                .iter()
+                .find(|(i, _, _)| i == id)
+                .map(|(_, h, _)| *h)
+        };
+        let a = net.broadcast(0, content(1));
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(hops_at_10(&net, &a), Some(10));
+        assert!(net.nodes[10].lazy.contains(&peer(0)));
+        let b = net.broadcast(0, content(2));
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(hops_at_10(&net, &b), Some(10));
+        assert!(net.nodes[10].eager.contains(&peer(0)));
+        assert!(net.nodes[0].eager.contains(&peer(10)));
+        assert_eq!(net.nodes[10].counters().grafts_sent, 1);
+        let c = net.broadcast(0, content(3));
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(hops_at_10(&net, &c), Some(1));
+        net.assert_all_delivered_once(&c, 0);
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Single-node rules
+
+    #[test]
+    fn broadcast_pushes_to_eager_and_announces_to_lazy() {
+        let mut s = node_with(&[1, 2, 3], Config::default());
+        let mut out = Vec::new();
+        s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
+        assert_eq!(s.lazy_peers(), vec![peer(3)]);
+        let c = content(1);
+        let id = c.id();
+        s.broadcast(id, c.clone(), ms(10), &mut out);
+        assert!(s.is_known(&id));
+        assert!(delivers(&out).is_empty(), "no local delivery");
+        let gossip = GossipMsg::Gossip {
+            hops: 0,
+            content: c,
+        };
+        assert_eq!(
+            sends(&out),
+            vec![(peer(1), gossip.clone()), (peer(2), gossip)]
+        );
+        assert_eq!(s.poll_timeout(), Some(ms(15)));
+        out.clear();
+        s.handle_timeout(ms(15), &mut out);
+        assert_eq!(
+            sends(&out),
+            vec![(peer(3), GossipMsg::IHave(vec![IHave { id, hops: 0 }]))]
+        );
+        assert_eq!(s.recent_ids(5), vec![id]);
+    }
+
+    #[test]
+    fn gossip_is_delivered_forwarded_and_its_sender_made_eager() {
+        let mut s = node_with(&[1, 2, 3], Config::default());
+        let mut out = Vec::new();
+        s.handle_control(peer(1), GossipMsg::Prune, ms(0), &mut out);
+        s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
+        // Received from a lazy peer (as a graft answer would be): it becomes eager.
+        let c = content(1);
+        let id = c.id();
+        s.handle_gossip(peer(1), 4, id, c.clone(), ms(1), &mut out);
+        assert_eq!(delivers(&out), vec![(id, 5, peer(1))]);
+        assert_eq!(s.eager_peers(), vec![peer(1), peer(2)]);
+        assert_eq!(s.lazy_peers(), vec![peer(3)]);
+        assert_eq!(
+            sends(&out),
+            vec![(
+                peer(2),
+                GossipMsg::Gossip {
+                    hops: 5,
+                    content: c.clone()
+                }
+            )]
+        );
+        out.clear();
+        s.handle_timeout(ms(6), &mut out);
+        assert_eq!(
+            sends(&out),
+            vec![(peer(3), GossipMsg::IHave(vec![IHave { id, hops: 5 }]))]
+        );
+        // Hops saturate.
+        let c2 = content(2);
+        out.clear();
+        s.handle_gossip(peer(2), u16::MAX, c2.id(), c2, ms(7), &mut out);
+        assert_eq!(delivers(&out)[0].1, u16::MAX);
+        assert_eq!(s.counters().payloads_received, 2);
+        assert_eq!(s.counters().duplicates, 0);
+    }
+
+    #[test]
+    fn duplicate_over_eager_link_prunes_it() {
+        let mut s = node_with(&[1, 2], Config::default());
+        let mut out = Vec::new();
+        let c = content(1);
+        let id = c.id();
+        s.handle_gossip(peer(1), 0, id, c.clone(), ms(0), &mut out);
+        out.clear();
+        s.handle_gossip(peer(2), 3, id, c.clone(), ms(1), &mut out);
+        assert_eq!(sends(&out), vec![(peer(2), GossipMsg::Prune)]);
+        assert!(delivers(&out).is_empty());
+        assert_eq!(s.eager_peers(), vec![peer(1)]);
+        assert_eq!(s.lazy_peers(), vec![peer(2)]);
+        // A second duplicate over the now-lazy link: counted, no second prune.
+        out.clear();
+        s.handle_gossip(peer(2), 3, id, c, ms(2), &mut out);
+        assert!(out.is_empty());
+        let c = s.counters();
+        assert_eq!(
+            (c.payloads_received, c.duplicates, c.prunes_sent),
+            (3, 2, 1)
+        );
+    }
+
+    #[test]
+    fn prune_makes_an_eager_neighbour_lazy() {
+        let mut s = node_with(&[1], Config::default());
+        let mut out = Vec::new();
+        s.handle_control(peer(1), GossipMsg::Prune, ms(0), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(s.lazy_peers(), vec![peer(1)]);
+        assert!(s.eager_peers().is_empty());
+    }
+
+    #[test]
+    fn graft_is_answered_from_the_cache_and_misses_are_counted() {
+        let mut s = node_with(&[1, 2], Config::default());
+        let mut out = Vec::new();
+        s.handle_control(peer(2), GossipMsg::Prune, ms(0), &mut out);
+        let c = content(1);
+        let id = c.id();
+        s.handle_gossip(peer(1), 2, id, c.clone(), ms(0), &mut out);
+        out.clear();
+        s.handle_control(
+            peer(2),
+            GossipMsg::Graft(vec![id, fake_id(9), id]),
+            ms(1),
+            &mut out,
+        );
+        // Answered once, with the hops at which we got it.
+        assert_eq!(
+            sends(&out),
+            vec![(
+                peer(2),
+                GossipMsg::Gossip {
+                    hops: 3,
+                    content: c
+                }
+            )]
+        );
+        assert_eq!(s.counters().grafts_missed, 1);
+        assert_eq!(s.eager_peers(), vec![peer(1), peer(2)]);
+        // An empty graft only grafts the link.
+        s.handle_control(peer(2), GossipMsg::Prune, ms(2), &mut out);
+        out.clear();
+        s.handle_control(peer(2), GossipMsg::Graft(vec![]), ms(3), &mut out);
+        assert!(out.is_empty());
+        assert!(s.eager.contains(&peer(2)));
+    }
+
+    #[test]
+    fn ihave_for_a_missing_message_grafts_announcers_in_turn() {
+        let mut s = node_with(&[1, 2, 3], Config::default());
+        let mut out = Vec::new();
+        for p in [1, 2] {
+            s.handle_control(peer(p), GossipMsg::Prune, ms(0), &mut out);
+        }
+        let id = fake_id(1);
+        s.handle_control(
+            peer(1),
+            GossipMsg::IHave(vec![IHave { id, hops: 3 }]),
+            ms(0),
+            &mut out,
+        );
+        s.handle_control(
+            peer(2),
+            GossipMsg::IHave(vec![IHave { id, hops: 1 }]),
+            ms(10),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(s.counters().ihaves_received, 2);
+        assert_eq!(s.poll_timeout(), Some(ms(80)));
+        s.handle_timeout(ms(79), &mut out);
+        assert!(out.is_empty());
+        s.handle_timeout(ms(80), &mut out);
+        assert_eq!(sends(&out), vec![(peer(1), GossipMsg::Graft(vec![id]))]);
+        assert!(s.eager.contains(&peer(1)));
+        assert_eq!(s.poll_timeout(), Some(ms(120)));
+        out.clear();
+        s.handle_timeout(ms(120), &mut out);
+        assert_eq!(sends(&out), vec![(peer(2), GossipMsg::Graft(vec![id]))]);
+        assert_eq!(s.counters().grafts_sent, 2);
+        assert_eq!(s.poll_timeout(), None, "no announcer left: forgotten");
+        // Announced again later: a fresh timer.
+        out.clear();
+        s.handle_control(
+            peer(3),
+            GossipMsg::IHave(vec![IHave { id, hops: 1 }]),
+            ms(200),
+            &mut out,
+        );
+        assert_eq!(s.poll_timeout(), Some(ms(280)));
+        // Delivery cancels the timer.
+        let c = content(1);
+        s.handle_control(
+            peer(3),
+            GossipMsg::IHave(vec![IHave {
+                id: c.id(),
+                hops: 1,
+            }]),
+            ms(201),
+            &mut out,
+        );
+        s.handle_gossip(peer(3), 1, c.id(), c, ms(202), &mut out);
+        assert_eq!(s.graft_timers.len(), 1);
+        check_invariants(&s);
+    }
+
+    #[test]
+    fn ihaves_are_batched_into_one_message_per_window() {
+        let mut s = node_with(&[1, 2], Config::default());
+        let mut out = Vec::new();
+        s.handle_control(peer(2), GossipMsg::Prune, ms(0), &mut out);
+        let c = content(1);
+        for n in 0..3 {
+            s.handle_gossip(peer(1), 0, fake_id(n), c.clone(), ms(100 + n), &mut out);
+        }
+        assert!(sends(&out).is_empty(), "only the lazy peer, not yet");
+        assert_eq!(
+            s.poll_timeout(),
+            Some(ms(105)),
+            "from the first queued entry"
+        );
+        s.handle_timeout(ms(104), &mut out);
+        assert!(sends(&out).is_empty());
+        s.handle_timeout(ms(105), &mut out);
+        let entries: Vec<IHave> = (0..3)
+            .map(|n| IHave {
+                id: fake_id(n),
+                hops: 1,
+            })
+            .collect();
+        assert_eq!(sends(&out), vec![(peer(2), GossipMsg::IHave(entries))]);
+        // A burst fills a message: it goes at once, the rest waits for the window.
+        out.clear();
+        for n in 10..(10 + MAX_IDS_PER_MSG as u64 + 5) {
+            s.handle_gossip(peer(1), 0, fake_id(n), c.clone(), ms(200), &mut out);
+        }
+        let sent = sends(&out);
+        assert_eq!(sent.len(), 1);
+        assert!(
+            matches!(&sent[0], (p, GossipMsg::IHave(v)) if *p == peer(2) && v.len() == MAX_IDS_PER_MSG)
+        );
+        out.clear();
+        s.handle_timeout(ms(205), &mut out);
+        assert!(matches!(&sends(&out)[..], [(_, GossipMsg::IHave(v))] if v.len() == 5));
+        check_invariants(&s);
+    }
+
+    #[test]
+    fn neighbour_sync_announces_the_newest_cached_ids_in_chunks() {
+        let config = Config {
+            sync_max_ids: 1500,
+            ..Config::default()
+        };
+        let mut s = node_with(&[], config);
+        let mut out = Vec::new();
+        let c = content(1);
+        for n in 0..2000 {
+            s.broadcast(fake_id(n), c.clone(), ms(0), &mut out);
+        }
+        s.neighbor_up(peer(5), ms(1), &mut out);
+        let sent = sends(&out);
+        let sizes: Vec<usize> = sent
+            .iter()
+            .map(|(p, m)| match m {
+                GossipMsg::IHave(v) if *p == peer(5) => v.len(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, vec![1024, 476]);
+        let GossipMsg::IHave(first) = &sent[0].1 else {
+            unreachable!()
+        };
+        assert_eq!(
+            first[0],
+            IHave {
+                id: fake_id(1999),
+                hops: 0
+            }
+        );
+        assert_eq!(s.eager_peers(), vec![peer(5)]);
+    }
+
+    #[test]
+    fn optimisation_grafts_a_much_shorter_lazy_path() {
+        let mut s = node_with(&[1, 2, 3], Config::default());
+        let mut out = Vec::new();
+        s.handle_control(peer(2), GossipMsg::Prune, ms(0), &mut out);
+        s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
+        let c = content(1);
+        let id = c.id();
+        s.handle_gossip(peer(1), 10, id, c, ms(0), &mut out); // received at hops 11
+        out.clear();
+        // 4 + 7 = 11 is not shorter.
+        s.handle_control(
+            peer(2),
+            GossipMsg::IHave(vec![IHave { id, hops: 4 }]),
+            ms(1),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        s.handle_control(
+            peer(2),
+            GossipMsg::IHave(vec![IHave { id, hops: 3 }]),
+            ms(1),
+            &mut out,
+        );
+        assert_eq!(
+            sends(&out),
+            vec![
+                (peer(2), GossipMsg::Graft(vec![])),
+                (peer(1), GossipMsg::Prune)
+            ]
+        );
+        assert_eq!(s.eager_peers(), vec![peer(2)]);
+        assert_eq!(s.lazy_peers(), vec![peer(1), peer(3)]);
+        // The long link is already pruned: another short announcement changes nothing.
+        out.clear();
+        s.handle_control(
+            peer(3),
+            GossipMsg::IHave(vec![IHave { id, hops: 0 }]),
+            ms(2),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        // A stranger's short announcement never joins the tree.
+        s.handle_control(peer(1), GossipMsg::Graft(vec![]), ms(3), &mut out);
+        out.clear();
+        s.handle_control(
+            peer(99),
+            GossipMsg::IHave(vec![IHave { id, hops: 0 }]),
+            ms(4),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        check_invariants(&s);
+    }
+
+    #[test]
+    fn neighbour_down_forgets_the_peer_everywhere() {
+        let mut s = node_with(&[1, 2], Config::default());
+        let mut out = Vec::new();
+        s.handle_control(peer(2), GossipMsg::Prune, ms(0), &mut out);
+        let c = content(1);
+        s.handle_gossip(peer(1), 0, c.id(), c, ms(0), &mut out);
+        assert_eq!(s.pending_ihave.len(), 1);
+        let missing = fake_id(1);
+        s.handle_control(
+            peer(2),
+            GossipMsg::IHave(vec![IHave {
+                id: missing,
+                hops: 0,
+            }]),
+            ms(1),
+            &mut out,
+        );
+        s.neighbor_down(&peer(2));
+        s.neighbor_down(&peer(1));
+        assert!(s.eager_peers().is_empty() && s.lazy_peers().is_empty());
+        assert!(s.pending_ihave.is_empty());
+        out.clear();
+        s.handle_timeout(ms(100), &mut out);
+        assert!(
+            out.is_empty(),
+            "no IHAVE or GRAFT to a departed peer: {out:?}"
+        );
+        assert!(s.missing.is_empty());
+        check_invariants(&s);
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Bounds
+
+    #[test]
+    fn cache_is_bounded_by_count() {
+        let config = Config {
+            cache_max_count: 3,
+            ..Config::default()
+        };
+        let mut s = node_with(&[1], config);
+        let mut out = Vec::new();
+        let ids: Vec<MessageId> = (0..5).map(|n| content(n).id()).collect();
+        for n in 0..5 {
+            s.broadcast(ids[n as usize], content(n), ms(n), &mut out);
+        }
+        assert_eq!(s.recent_ids(10), vec![ids[4], ids[3], ids[2]]);
+        assert_eq!(s.recent_ids(2), vec![ids[4], ids[3]]);
+        out.clear();
+        s.handle_control(
+            peer(1),
+            GossipMsg::Graft(vec![ids[0], ids[4]]),
+            ms(6),
+            &mut out,
+        );
+        assert_eq!(sends(&out).len(), 1);
+        assert_eq!(s.counters().grafts_missed, 1);
+        // Evicted from the cache but still seen.
+        assert!(s.is_known(&ids[0]));
+        check_invariants(&s);
+    }
+
+    #[test]
+    fn cache_is_bounded_by_bytes() {
+        let size = content_sized(0, 1000).approx_size();
+        let config = Config {
+            cache_max_bytes: size * 5 / 2,
+            ..Config::default()
+        };
+        let mut s = node_with(&[], config);
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let c = content_sized(n, 1000);
+            ids.push(c.id());
+            s.broadcast(c.id(), c, ms(n), &mut out);
+        }
+        assert_eq!(s.recent_ids(10), vec![ids[3], ids[2]]);
+        assert_eq!(s.cache_bytes, 2 * size);
+        // One entry larger than the whole budget is not kept.
+        let big = content_sized(9, 4000);
+        s.broadcast(big.id(), big, ms(5), &mut out);
+        assert!(s.recent_ids(10).is_empty());
+        assert_eq!(s.cache_bytes, 0);
+        check_invariants(&s);
+    }
+
+    #[test]
+    fn cache_and_seen_expire_by_age() {
+        let config = Config {
+            cache_max_age: Duration::from_secs(30),
+            seen_max_age: Duration::from_secs(120),
+            ..Config::default()
+        };
+        let mut s = node_with(&[], config);
+        let mut out = Vec::new();
+        let a = content(1);
+        let b = content(2);
+        s.broadcast(a.id(), a.clone(), ms(1_000), &mut out);
+        s.broadcast(b.id(), b.clone(), ms(2_000), &mut out);
+        assert_eq!(s.poll_timeout(), Some(ms(31_000)));
+        s.handle_timeout(ms(31_000), &mut out);
+        assert_eq!(s.recent_ids(10), vec![b.id()]);
+        assert_eq!(s.poll_timeout(), Some(ms(32_000)));
+        // Called late: everything due is done at once.
+        s.handle_timeout(ms(60_000), &mut out);
+        assert!(s.recent_ids(10).is_empty());
+        assert!(s.is_known(&a.id()) && s.is_known(&b.id()));
+        assert_eq!(s.poll_timeout(), Some(ms(121_000)));
+        s.handle_timeout(ms(121_000), &mut out);
+        assert!(!s.is_known(&a.id()) && s.is_known(&b.id()));
+        s.handle_timeout(ms(122_000), &mut out);
+        assert!(!s.is_known(&b.id()));
+        assert_eq!(s.poll_timeout(), None);
+        assert!(out.is_empty());
+        check_invariants(&s);
+    }
+
+    #[test]
+    fn seen_is_bounded_by_count() {
+        let config = Config {
+            seen_max_count: 3,
+            ..Config::default()
+        };
+        let mut s = node_with(&[1], config);
+        let mut out = Vec::new();
+        let c = content(1);
+        for n in 0..5 {
+            s.handle_gossip(peer(1), 0, fake_id(n), c.clone(), ms(n), &mut out);
+        }
+        assert!(!s.is_known(&fake_id(0)) && !s.is_known(&fake_id(1)));
+        assert!((2..5).all(|n| s.is_known(&fake_id(n))));
+        assert_eq!(s.seen_order.len(), 3);
+        check_invariants(&s);
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Hostile input
+
+    #[test]
+    fn ihave_flood_of_unknown_ids_stays_bounded() {
+        let mut s = node_with(&[1], Config::default());
+        let mut out = Vec::new();
+        let flood: Vec<IHave> = (0..10_000)
+            .map(|n| IHave {
+                id: fake_id(n),
+                hops: u16::MAX,
+            })
+            .collect();
+        for from in [peer(1), peer(66), peer(67)] {
+            s.handle_control(from, GossipMsg::IHave(flood.clone()), ms(0), &mut out);
+        }
+        // Many announcers of one id: at most MAX_ANNOUNCERS_PER_ID kept.
+        for p in 100..120 {
+            s.handle_control(
+                peer(p),
+                GossipMsg::IHave(vec![IHave {
+                    id: fake_id(0),
+                    hops: 0,
+                }]),
+                ms(0),
+                &mut out,
+            );
+        }
+        assert!(out.is_empty());
+        assert_eq!(s.missing.len(), MAX_MISSING_IDS);
+        assert_eq!(
+            s.missing[&fake_id(0)].announcers.len(),
+            MAX_ANNOUNCERS_PER_ID
+        );
+        assert_eq!(s.counters().ihaves_received, 30_020);
+        check_invariants(&s);
+        // The grafts go in full-size messages, to the first announcer.
+        s.handle_timeout(ms(80), &mut out);
+        let sent = sends(&out);
+        assert_eq!(sent.len(), 4);
+        assert!(sent
+            .iter()
+            .all(|(p, m)| *p == peer(1) && matches!(m, GossipMsg::Graft(v) if v.len() == 1024)));
+        // The strangers never joined the tree.
+        assert_eq!(s.eager_peers(), vec![peer(1)]);
+        assert!(s.lazy_peers().is_empty());
+        // Every id is forgotten once its announcers are used up.
+        for t in (120..=1000).step_by(40) {
+            s.handle_timeout(ms(t), &mut out);
+        }
+        assert!(s.missing.is_empty() && s.graft_timers.is_empty());
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn strangers_and_self_cannot_join_the_tree() {
+        let mut s = node_with(&[1], Config::default());
+        let mut out = Vec::new();
+        let stranger = peer(50);
+        // Graft for unknown ids: counted, no answer, no link.
+        s.handle_control(
+            stranger,
+            GossipMsg::Graft(vec![fake_id(1), fake_id(2)]),
+            ms(0),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(s.counters().grafts_missed, 2);
+        // Prune from a stranger: nothing changes.
+        s.handle_control(stranger, GossipMsg::Prune, ms(0), &mut out);
+        assert_eq!(s.eager_peers(), vec![peer(1)]);
+        // Gossip from a stranger: delivered and forwarded, the stranger stays out.
+        let c = content(1);
+        let id = c.id();
+        s.handle_gossip(stranger, 2, id, c.clone(), ms(1), &mut out);
+        assert_eq!(delivers(&out), vec![(id, 3, stranger)]);
+        assert_eq!(
+            sends(&out),
+            vec![(
+                peer(1),
+                GossipMsg::Gossip {
+                    hops: 3,
+                    content: c.clone()
+                }
+            )]
+        );
+        // Its duplicate is not answered with a prune (it is no eager link).
+        out.clear();
+        s.handle_gossip(stranger, 2, id, c.clone(), ms(2), &mut out);
+        assert!(out.is_empty());
+        // A graft from a stranger is still answered from the cache.
+        s.handle_control(stranger, GossipMsg::Graft(vec![id]), ms(3), &mut out);
+        assert_eq!(sends(&out).len(), 1);
+        assert_eq!(s.eager_peers(), vec![peer(1)]);
+        assert!(s.lazy_peers().is_empty());
+        // Messages from ourselves: ignored, never a neighbour.
+        out.clear();
+        s.neighbor_up(peer(0), ms(4), &mut out);
+        s.handle_control(
+            peer(0),
+            GossipMsg::IHave(vec![IHave {
+                id: fake_id(7),
+                hops: 0,
+            }]),
+            ms(4),
+            &mut out,
+        );
+        s.handle_control(peer(0), GossipMsg::Graft(vec![id]), ms(4), &mut out);
+        assert!(out.is_empty());
+        assert!(s.missing.is_empty());
+        // A Gossip variant passed to handle_control is ignored.
+        s.handle_control(
+            peer(1),
+            GossipMsg::Gossip {
+                hops: 0,
+                content: content(9),
+            },
+            ms(5),
+            &mut out,
+        );
+        assert!(out.is_empty() && !s.is_known(&content(9).id()));
+        check_invariants(&s);
+    }
+
+    #[test]
+    fn a_stranger_announcer_is_grafted_but_stays_out_of_the_views() {
+        let mut s = node_with(&[1], Config::default());
+        let mut out = Vec::new();
+        let stranger = peer(50);
+        let c = content(1);
+        s.handle_control(
+            stranger,
+            GossipMsg::IHave(vec![IHave {
+                id: c.id(),
+                hops: 0,
+            }]),
+            ms(0),
+            &mut out,
+        );
+        s.handle_timeout(ms(80), &mut out);
+        assert_eq!(
+            sends(&out),
+            vec![(stranger, GossipMsg::Graft(vec![c.id()]))]
+        );
+        assert_eq!(s.eager_peers(), vec![peer(1)]);
+        assert!(s.lazy_peers().is_empty());
+        check_invariants(&s);
     }
 }
