@@ -1,0 +1,645 @@
+//! starling-sim: runs the real protocol state machines of `starling-core` in a deterministic,
+//! seeded discrete-event network of thousands of nodes, and measures what users rely on:
+//! reliability, redundancy, hops, latency, healing after failures, presence convergence.
+
+pub mod engine;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use starling_core::proto::presence::PresenceChange;
+use starling_core::proto::{self, Time};
+use starling_core::wire::{MessageId, TopicId};
+
+use engine::{NetConfig, Observed, Sim};
+
+/// The scenario names.
+pub const SCENARIOS: &[&str] = &[
+    "stable",
+    "mass-failure-20",
+    "mass-failure-50",
+    "mass-failure-80",
+    "churn",
+    "partition-heal",
+    "sparse-topic",
+    "presence",
+];
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Scenario name (one of [`SCENARIOS`]).
+    pub scenario: String,
+    /// Network size.
+    pub nodes: usize,
+    /// Seed: the same seed gives the same run.
+    pub seed: u64,
+    /// Broadcasts to measure (stable, sparse-topic, churn).
+    pub broadcasts: usize,
+}
+
+/// One run's results (one JSON line with `--json`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Network size.
+    pub nodes: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Broadcasts measured.
+    pub broadcasts: usize,
+    /// Fraction of expected (live, subscribed) receivers that delivered, over all measured
+    /// broadcasts.
+    pub reliability: f64,
+    /// Relative message redundancy: payload messages / receivers − 1 (mean over broadcasts).
+    pub rmr: f64,
+    /// Largest hop count of any delivery (last delivery hop, max over broadcasts).
+    pub ldh_max: u16,
+    /// Mean over broadcasts of the last delivery hop.
+    pub ldh_mean: f64,
+    /// Publish-to-delivery latency, median (simulated ms).
+    pub latency_p50_ms: f64,
+    /// Publish-to-delivery latency, 99th percentile (simulated ms).
+    pub latency_p99_ms: f64,
+    /// Messages other than payloads sent per live node per simulated second (membership,
+    /// failure detection, IHAVE/GRAFT/PRUNE, presence snapshots, discovery).
+    pub control_msgs_per_node: f64,
+    /// Live nodes with no network-wide neighbour, or subscribers with no topic neighbour.
+    pub isolated_nodes: usize,
+    /// Active-view links that are not mutual, at the end.
+    pub view_asymmetry: usize,
+    /// Messages delivered twice to one application (must be 0).
+    pub duplicate_deliveries: u64,
+    /// Mass failure: fraction of survivors that eventually delivered the first broadcast
+    /// published right after the crash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_broadcast_reliability: Option<f64>,
+    /// Mass failure: the same, counting only deliveries within 1 s (before the failure
+    /// detector can have repaired anything, as the Plumtree paper measures it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_broadcast_reliability_1s: Option<f64>,
+    /// Mass failure / partition: seconds from the event until every broadcast from then on
+    /// reached every expected receiver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_full_delivery_s: Option<f64>,
+    /// The same in membership cycles (one cycle = the shuffle interval, 30 s), rounded up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycles_to_full_delivery: Option<u32>,
+    /// Presence: from the last member announcing itself until every member sees all others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_converge_ms: Option<f64>,
+    /// Presence: 99th percentile over (member, crashed member) pairs of the time until the
+    /// member sees the crashed one offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash_detect_p99_ms: Option<f64>,
+    /// Presence: crashed members some live member still saw online at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash_undetected: Option<usize>,
+    /// Presence: a late joiner's time from its first topic neighbour to knowing the whole
+    /// online set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_join_ms: Option<f64>,
+    /// The same in round trips to that first neighbour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_join_rtts: Option<f64>,
+    /// Sparse topic: payload messages received by nodes not subscribed (must be 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonsubscriber_payloads: Option<u64>,
+    /// Simulated seconds.
+    pub sim_s: f64,
+    /// Events processed.
+    pub events: u64,
+    /// Wall-clock seconds for the run.
+    pub wall_s: f64,
+}
+
+struct Published {
+    id: MessageId,
+    publisher: u32,
+    at: Time,
+}
+
+/// Tracks broadcasts and their deliveries.
+#[derive(Default)]
+struct Tracker {
+    published: Vec<Published>,
+    deliveries: HashMap<MessageId, HashMap<u32, (Time, u16)>>,
+    duplicates: u64,
+    presence: Vec<(Time, u32, proto::presence::PresenceEvent)>,
+}
+
+impl Tracker {
+    fn absorb(&mut self, sim: &mut Sim) {
+        let now = sim.now;
+        for o in sim.observed.drain(..) {
+            match o {
+                Observed::Delivered { node, d } => {
+                    let per = self.deliveries.entry(d.id).or_default();
+                    if per.insert(node, (now, d.hops)).is_some() {
+                        self.duplicates += 1;
+                    }
+                }
+                Observed::Presence { node, ev } => self.presence.push((now, node, ev)),
+            }
+        }
+    }
+}
+
+const TOPIC_NAME: &str = "sim";
+
+fn topic() -> TopicId {
+    TopicId::from_name(TOPIC_NAME)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Steps the simulation in small increments, absorbing observations as it goes (so
+/// delivery times are exact: the tracker stamps them at the step's end, which is at most
+/// `STEP` late — deliveries carry no time, so steps are kept short).
+const STEP: Duration = Duration::from_millis(1);
+
+fn run(sim: &mut Sim, tr: &mut Tracker, d: Duration) {
+    let until = sim.now + d;
+    while sim.now < until {
+        let next = (sim.now + STEP).min(until);
+        sim.run_until(next);
+        tr.absorb(sim);
+    }
+}
+
+/// Builds a network of `n` nodes: each joins through a random earlier node.
+fn build(sim: &mut Sim, tr: &mut Tracker, n: usize) {
+    sim.add_node();
+    for i in 1..n as u32 {
+        sim.add_node();
+        let contact = rand::Rng::gen_range(sim.rng(), 0..i);
+        sim.join(i, contact);
+        run(sim, tr, Duration::from_micros(500));
+    }
+    run(sim, tr, Duration::from_secs(5));
+}
+
+fn subscribe(sim: &mut Sim, tr: &mut Tracker, nodes: &[u32]) {
+    for &i in nodes {
+        sim.with(i, |s, now| s.subscribe(topic(), now));
+        run(sim, tr, Duration::from_micros(500));
+    }
+    run(sim, tr, Duration::from_secs(10));
+}
+
+fn publish(sim: &mut Sim, tr: &mut Tracker, publisher: u32) {
+    let at = sim.now;
+    let payload = Bytes::from(format!("broadcast {} from {publisher}", tr.published.len()));
+    if let Some(Ok(p)) = sim.with(publisher, |s, now| s.publish(topic(), payload, now)) {
+        tr.published.push(Published {
+            id: p.id,
+            publisher,
+            at,
+        });
+    }
+}
+
+fn random_member(sim: &mut Sim, members: &[u32]) -> u32 {
+    let live: Vec<u32> = members.iter().copied().filter(|&i| sim.alive(i)).collect();
+    live[rand::Rng::gen_range(sim.rng(), 0..live.len())]
+}
+
+/// Per-broadcast outcome against an expected receiver set.
+struct Outcome {
+    expected: usize,
+    delivered: usize,
+    delivered_1s: usize,
+    payloads: u64,
+    receivers: usize,
+    ldh: u16,
+    latencies: Vec<f64>,
+}
+
+fn outcome(sim: &Sim, tr: &Tracker, b: &Published, expected: &HashSet<u32>) -> Outcome {
+    let empty = HashMap::new();
+    let got = tr.deliveries.get(&b.id).unwrap_or(&empty);
+    let mut o = Outcome {
+        expected: expected.iter().filter(|&&i| i != b.publisher).count(),
+        delivered: 0,
+        delivered_1s: 0,
+        payloads: sim.traffic.payload_by_id.get(&b.id).copied().unwrap_or(0),
+        receivers: got.len(),
+        ldh: 0,
+        latencies: Vec::with_capacity(got.len()),
+    };
+    for (node, (t, hops)) in got {
+        let lat = t.saturating_since(b.at);
+        o.latencies.push(ms(lat));
+        o.ldh = o.ldh.max(*hops);
+        if expected.contains(node) && *node != b.publisher {
+            o.delivered += 1;
+            if lat <= Duration::from_secs(1) {
+                o.delivered_1s += 1;
+            }
+        }
+    }
+    o
+}
+
+fn summarize(report: &mut Report, outcomes: &[Outcome]) {
+    let expected: usize = outcomes.iter().map(|o| o.expected).sum();
+    let delivered: usize = outcomes.iter().map(|o| o.delivered).sum();
+    report.broadcasts = outcomes.len();
+    report.reliability = if expected == 0 {
+        1.0
+    } else {
+        delivered as f64 / expected as f64
+    };
+    let rmrs: Vec<f64> = outcomes
+        .iter()
+        .filter(|o| o.receivers > 0)
+        .map(|o| o.payloads as f64 / o.receivers as f64 - 1.0)
+        .collect();
+    report.rmr = rmrs.iter().sum::<f64>() / rmrs.len().max(1) as f64;
+    report.ldh_max = outcomes.iter().map(|o| o.ldh).max().unwrap_or(0);
+    report.ldh_mean =
+        outcomes.iter().map(|o| f64::from(o.ldh)).sum::<f64>() / outcomes.len().max(1) as f64;
+    let mut lat: Vec<f64> = outcomes.iter().flat_map(|o| o.latencies.clone()).collect();
+    lat.sort_by(f64::total_cmp);
+    report.latency_p50_ms = percentile(&lat, 0.5);
+    report.latency_p99_ms = percentile(&lat, 0.99);
+}
+
+fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], control_from: (u64, Time)) {
+    let live = sim.live();
+    let subs: HashSet<u32> = subscribers.iter().copied().collect();
+    let mut isolated = 0;
+    let mut asym = 0;
+    for &i in &live {
+        let Some(s) = sim.state(i) else { continue };
+        let global = s.neighbors();
+        if global.is_empty() || (subs.contains(&i) && s.topic_neighbors(&topic()).is_empty()) {
+            isolated += 1;
+        }
+        for p in global {
+            let mutual = sim
+                .index_of(&p)
+                .and_then(|j| sim.state(j))
+                .is_some_and(|o| o.neighbors().contains(&s.peer_id()));
+            if !mutual {
+                asym += 1;
+            }
+        }
+        for p in s.topic_neighbors(&topic()) {
+            let mutual = sim
+                .index_of(&p)
+                .and_then(|j| sim.state(j))
+                .is_some_and(|o| o.topic_neighbors(&topic()).contains(&s.peer_id()));
+            if !mutual {
+                asym += 1;
+            }
+        }
+    }
+    report.isolated_nodes = isolated;
+    report.view_asymmetry = asym;
+    report.duplicate_deliveries = tr.duplicates;
+    let secs = sim.now.saturating_since(control_from.1).as_secs_f64().max(1e-9);
+    report.control_msgs_per_node =
+        (sim.traffic.control - control_from.0) as f64 / live.len().max(1) as f64 / secs;
+    report.events = sim.events;
+}
+
+/// Runs one scenario.
+pub fn run_scenario(p: &Params) -> Result<Report, String> {
+    if !SCENARIOS.contains(&p.scenario.as_str()) {
+        return Err(format!(
+            "unknown scenario {:?}; expected one of: {}",
+            p.scenario,
+            SCENARIOS.join(", ")
+        ));
+    }
+    if p.nodes < 10 {
+        return Err(format!("--nodes must be at least 10, got {}", p.nodes));
+    }
+    let wall = Instant::now();
+    let mut sim = Sim::new(p.seed, NetConfig::default(), proto::Config::default());
+    let mut tr = Tracker::default();
+    let mut report = Report {
+        scenario: p.scenario.clone(),
+        nodes: p.nodes,
+        seed: p.seed,
+        ..Report::default()
+    };
+    let start = sim.now;
+    build(&mut sim, &mut tr, p.nodes);
+    let all: Vec<u32> = (0..p.nodes as u32).collect();
+    let subscribers: Vec<u32> = match p.scenario.as_str() {
+        "sparse-topic" => {
+            let k = (p.nodes / 100).max(10);
+            let mut picked: Vec<u32> = all.clone();
+            rand::seq::SliceRandom::shuffle(picked.as_mut_slice(), sim.rng());
+            picked.truncate(k);
+            picked.sort_unstable();
+            picked
+        }
+        "presence" => {
+            let k = (p.nodes / 100).max(20);
+            let mut picked: Vec<u32> = all.clone();
+            rand::seq::SliceRandom::shuffle(picked.as_mut_slice(), sim.rng());
+            picked.truncate(k);
+            picked.sort_unstable();
+            picked
+        }
+        _ => all.clone(),
+    };
+    subscribe(&mut sim, &mut tr, &subscribers);
+    let control_from = (sim.traffic.control, sim.now);
+    match p.scenario.as_str() {
+        "stable" | "sparse-topic" => {
+            let mut outcomes = Vec::new();
+            for _ in 0..p.broadcasts {
+                let publisher = random_member(&mut sim, &subscribers);
+                publish(&mut sim, &mut tr, publisher);
+                run(&mut sim, &mut tr, Duration::from_millis(100));
+            }
+            run(&mut sim, &mut tr, Duration::from_secs(5));
+            let expected: HashSet<u32> = subscribers.iter().copied().collect();
+            for b in &tr.published {
+                outcomes.push(outcome(&sim, &tr, b, &expected));
+            }
+            summarize(&mut report, &outcomes);
+            if p.scenario == "sparse-topic" {
+                report.nonsubscriber_payloads = Some(
+                    all.iter()
+                        .filter(|i| !expected.contains(i))
+                        .map(|&i| sim.traffic.payload_by_node[i as usize])
+                        .sum(),
+                );
+            }
+        }
+        s if s.starts_with("mass-failure-") => {
+            let pct: usize = s.trim_start_matches("mass-failure-").parse().unwrap_or(50);
+            mass_failure(&mut sim, &mut tr, &mut report, &subscribers, pct);
+        }
+        "churn" => churn(&mut sim, &mut tr, &mut report, p.broadcasts),
+        "partition-heal" => partition_heal(&mut sim, &mut tr, &mut report, &subscribers),
+        "presence" => presence(&mut sim, &mut tr, &mut report, &subscribers),
+        _ => unreachable!("checked above"),
+    }
+    let final_subs: Vec<u32> = if p.scenario == "churn" {
+        sim.live()
+    } else {
+        subscribers.clone()
+    };
+    finish(&sim, &tr, &mut report, &final_subs, control_from);
+    report.sim_s = sim.now.saturating_since(start).as_secs_f64();
+    report.wall_s = wall.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Crash `pct`% of nodes at once, publish right away, then once a second.
+fn mass_failure(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, subs: &[u32], pct: usize) {
+    for _ in 0..5 {
+        let p = random_member(sim, subs);
+        publish(sim, tr, p);
+        run(sim, tr, Duration::from_millis(200));
+    }
+    run(sim, tr, Duration::from_secs(2));
+    let mut victims = subs.to_vec();
+    rand::seq::SliceRandom::shuffle(victims.as_mut_slice(), sim.rng());
+    victims.truncate(subs.len() * pct / 100);
+    for &v in &victims {
+        sim.crash(v);
+    }
+    let crash_at = sim.now;
+    let first = tr.published.len();
+    let rounds = 90;
+    for _ in 0..rounds {
+        let p = random_member(sim, subs);
+        publish(sim, tr, p);
+        run(sim, tr, Duration::from_secs(1));
+    }
+    run(sim, tr, Duration::from_secs(5));
+    let expected: HashSet<u32> = subs.iter().copied().filter(|&i| sim.alive(i)).collect();
+    let outcomes: Vec<Outcome> = tr.published[first..]
+        .iter()
+        .map(|b| outcome(sim, tr, b, &expected))
+        .collect();
+    if let Some(o) = outcomes.first() {
+        report.first_broadcast_reliability = Some(o.delivered as f64 / o.expected.max(1) as f64);
+        report.first_broadcast_reliability_1s =
+            Some(o.delivered_1s as f64 / o.expected.max(1) as f64);
+    }
+    full_delivery_time(report, tr, &outcomes, first, crash_at);
+    summarize(report, &outcomes);
+}
+
+/// Sets the time from `since` until every later broadcast was fully delivered.
+fn full_delivery_time(report: &mut Report, tr: &Tracker, outcomes: &[Outcome], first: usize, since: Time) {
+    let last_partial = outcomes.iter().rposition(|o| o.delivered < o.expected);
+    let full_from = match last_partial {
+        None => Some(0),
+        Some(i) if i + 1 < outcomes.len() => Some(i + 1),
+        Some(_) => None,
+    };
+    if let Some(k) = full_from {
+        let t = tr.published[first + k].at.saturating_since(since).as_secs_f64();
+        report.time_to_full_delivery_s = Some(t);
+        let cycle = proto::hyparview::Config::default().shuffle_interval.as_secs_f64();
+        report.cycles_to_full_delivery = Some((t / cycle).ceil() as u32);
+    }
+}
+
+/// For 30 s, every second 1% of nodes crash and as many new ones join and subscribe;
+/// broadcasts every 200 ms (at most `broadcasts`).
+fn churn(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, broadcasts: usize) {
+    let mut joined_at: HashMap<u32, Time> = HashMap::new();
+    let mut sent = 0;
+    let per_second = (sim.live().len() / 100).max(1);
+    for _second in 0..30 {
+        for _ in 0..per_second {
+            if let Some(v) = sim.random_live() {
+                sim.crash(v);
+            }
+            let n = sim.add_node();
+            if let Some(c) = sim.random_live().filter(|&c| c != n) {
+                sim.join(n, c);
+                sim.with(n, |s, now| s.subscribe(topic(), now));
+                joined_at.insert(n, sim.now);
+            }
+        }
+        for _ in 0..5 {
+            if sent < broadcasts {
+                let live = sim.live();
+                let p = live[rand::Rng::gen_range(sim.rng(), 0..live.len())];
+                publish(sim, tr, p);
+                sent += 1;
+            }
+            run(sim, tr, Duration::from_millis(200));
+        }
+    }
+    run(sim, tr, Duration::from_secs(10));
+    // Expected receivers: alive at the end and a member for at least 5 s before the publish.
+    let live: Vec<u32> = sim.live();
+    let outcomes: Vec<Outcome> = tr
+        .published
+        .iter()
+        .map(|b| {
+            let expected: HashSet<u32> = live
+                .iter()
+                .copied()
+                .filter(|i| {
+                    joined_at
+                        .get(i)
+                        .is_none_or(|&t| t + Duration::from_secs(5) <= b.at)
+                })
+                .collect();
+            outcome(sim, tr, b, &expected)
+        })
+        .collect();
+    summarize(report, &outcomes);
+}
+
+/// Splits the network in two halves for 60 s, then heals it.
+fn partition_heal(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, subs: &[u32]) {
+    let groups: Vec<u8> = (0..sim.nodes.len())
+        .map(|_| rand::Rng::gen_range(sim.rng(), 0..2u8))
+        .collect();
+    sim.partition(&groups);
+    for _ in 0..60 {
+        let p = random_member(sim, subs);
+        publish(sim, tr, p);
+        run(sim, tr, Duration::from_secs(1));
+    }
+    sim.heal();
+    let healed_at = sim.now;
+    let first = tr.published.len();
+    for _ in 0..90 {
+        let p = random_member(sim, subs);
+        publish(sim, tr, p);
+        run(sim, tr, Duration::from_secs(1));
+    }
+    run(sim, tr, Duration::from_secs(5));
+    let expected: HashSet<u32> = subs.iter().copied().collect();
+    let outcomes: Vec<Outcome> = tr.published[first..]
+        .iter()
+        .map(|b| outcome(sim, tr, b, &expected))
+        .collect();
+    full_delivery_time(report, tr, &outcomes, first, healed_at);
+    summarize(report, &outcomes);
+}
+
+/// Members announce presence; measure convergence, crash detection and a late joiner.
+fn presence(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, members: &[u32]) {
+    for &m in members {
+        let meta = Bytes::from(format!("member {m}"));
+        sim.with(m, |s, now| s.set_presence(topic(), meta, now));
+    }
+    let announced = sim.now;
+    let converged = wait_until(sim, tr, Duration::from_secs(30), STEP * 10, |sim| {
+        all_see(sim, members, members)
+    });
+    report.presence_converge_ms = converged.map(|t| ms(t.saturating_since(announced)));
+    run(sim, tr, Duration::from_secs(5));
+
+    // Crash 5% of the members (at least one).
+    let mut victims = members.to_vec();
+    rand::seq::SliceRandom::shuffle(victims.as_mut_slice(), sim.rng());
+    victims.truncate((members.len() / 20).max(1));
+    for &v in &victims {
+        sim.crash(v);
+    }
+    let crash_at = sim.now;
+    tr.presence.clear();
+    run(sim, tr, Duration::from_secs(10));
+    let victim_ids: HashMap<_, _> = victims.iter().map(|&v| (sim.nodes[v as usize].id, v)).collect();
+    let mut seen_offline: HashMap<(u32, u32), Time> = HashMap::new();
+    for (t, node, ev) in &tr.presence {
+        if let (Some(&v), PresenceChange::Offline(_)) = (victim_ids.get(&ev.peer), &ev.change) {
+            seen_offline.entry((*node, v)).or_insert(*t);
+        }
+    }
+    let survivors: Vec<u32> = members.iter().copied().filter(|&m| sim.alive(m)).collect();
+    let mut times = Vec::new();
+    let mut undetected = HashSet::new();
+    for &m in &survivors {
+        for &v in &victims {
+            match seen_offline.get(&(m, v)) {
+                Some(t) => times.push(ms(t.saturating_since(crash_at))),
+                None => {
+                    undetected.insert(v);
+                }
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    report.crash_detect_p99_ms = Some(if undetected.is_empty() {
+        percentile(&times, 0.99)
+    } else {
+        f64::INFINITY
+    });
+    report.crash_undetected = Some(undetected.len());
+
+    // A late joiner: how soon after its first topic neighbour does it know everyone online?
+    let joiner = sim.add_node();
+    let contact = sim.random_live().filter(|&c| c != joiner).unwrap_or(0);
+    sim.join(joiner, contact);
+    run(sim, tr, Duration::from_secs(3));
+    sim.with(joiner, |s, now| s.subscribe(topic(), now));
+    let first_neighbor = wait_until(sim, tr, Duration::from_secs(30), STEP, |sim| {
+        sim.state(joiner)
+            .is_some_and(|s| !s.topic_neighbors(&topic()).is_empty())
+    });
+    let Some(up_at) = first_neighbor else {
+        return;
+    };
+    let neighbor = sim
+        .state(joiner)
+        .and_then(|s| s.topic_neighbors(&topic()).first().copied())
+        .and_then(|p| sim.index_of(&p));
+    let full = wait_until(sim, tr, Duration::from_secs(30), STEP, |sim| {
+        all_see(sim, &[joiner], &survivors)
+    });
+    if let (Some(t), Some(nb)) = (full, neighbor) {
+        let d = t.saturating_since(up_at);
+        report.late_join_ms = Some(ms(d));
+        report.late_join_rtts = Some(d.as_secs_f64() / (2.0 * sim.latency(joiner, nb).as_secs_f64()));
+    }
+}
+
+/// Whether every node in `viewers` sees every other node of `targets` online.
+fn all_see(sim: &Sim, viewers: &[u32], targets: &[u32]) -> bool {
+    viewers.iter().all(|&v| {
+        let Some(s) = sim.state(v) else { return true };
+        targets
+            .iter()
+            .filter(|&&t| t != v)
+            .all(|&t| s.is_online(&topic(), &sim.nodes[t as usize].id))
+    })
+}
+
+/// Runs until `cond` holds (checked every `step`) or `limit` passes.
+fn wait_until(
+    sim: &mut Sim,
+    tr: &mut Tracker,
+    limit: Duration,
+    step: Duration,
+    cond: impl Fn(&Sim) -> bool,
+) -> Option<Time> {
+    let until = sim.now + limit;
+    while sim.now < until {
+        if cond(sim) {
+            return Some(sim.now);
+        }
+        run(sim, tr, step);
+    }
+    cond(sim).then_some(sim.now)
+}
