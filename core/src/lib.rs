@@ -6,8 +6,11 @@
 //!   membership, SWIM failure detection, Plumtree broadcast, presence, topic discovery),
 //!   driven by injected time and a seeded RNG. The simulator and the network driver run
 //!   the very same code.
+//! - `net` (feature `net`, default): the QUIC transport bound to the node identity.
 #![warn(missing_docs)]
 
 pub mod identity;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod proto;
 pub mod wire;

@@ -1,0 +1,14 @@
+//! Networking: the real-world side of Starling (feature `net`, on by default).
+//!
+//! - [`transport`]: QUIC endpoints and connections whose TLS identity is the node's
+//!   Ed25519 key, with length-prefixed frames on two stream classes.
+//!
+//! The simulator builds without this module (`--no-default-features`), so nothing in
+//! `proto`, `wire` or `identity` depends on it.
+
+pub mod transport;
+
+pub use transport::{
+    Connection, Endpoint, StreamClass, TransportError, TransportOptions, CODE_FRAME_TOO_LARGE,
+    CODE_NORMAL, CODE_PROTOCOL_VIOLATION, CODE_WRONG_PEER,
+};

@@ -1,0 +1,1296 @@
+//! QUIC transport: endpoints and connections bound to the node's Ed25519 identity.
+//!
+//! # Identity and TLS
+//! Each node presents a self-signed X.509 certificate whose key is its Ed25519 identity
+//! key ([`Keypair`]); TLS 1.3 only, mutual authentication (the server requires a client
+//! certificate). Custom rustls verifiers accept exactly one certificate carrying an
+//! Ed25519 key and check the TLS 1.3 `CertificateVerify` signature against that very key
+//! with rustls' own helper, so the peer proves possession of the key; that key *is* the
+//! peer's [`PeerId`], exposed by [`Connection::peer_id`]. There is deliberately no CA, no
+//! chain, no hostname check and no validity-period check: the only thing a certificate
+//! vouches for is the key, and the handshake proves the key. The certificate's own
+//! self-signature is not checked either (it adds nothing to the handshake proof).
+//! Session resumption is off, so every connection re-proves the key.
+//!
+//! ALPN is `starling/1/<network id>`, so nodes of different networks (or protocol
+//! versions) never complete a handshake: both sides get
+//! [`TransportError::NetworkMismatch`].
+//!
+//! The crypto provider (ring) is passed explicitly to every config; no process-global
+//! provider is installed or consulted.
+//!
+//! # Framing and stream classes
+//! Each side opens one long-lived unidirectional stream per [`StreamClass`] on its first
+//! send to that class. A stream starts with one class byte (0 control, 1 data), followed
+//! by frames: a `u32` big-endian length and that many bytes. A receiver refuses a length
+//! above [`Limits::max_frame_bytes`] before allocating anything, and closes the connection
+//! with [`CODE_FRAME_TOO_LARGE`]. Control streams have a higher QUIC send priority, and
+//! [`Connection::recv`] always drains control frames before data frames, so membership
+//! and failure-detection traffic is never stuck behind a busy topic.
+//!
+//! # Timeouts
+//! See [`TransportOptions`]: dial/handshake timeout 5 s, keep-alive 5 s, idle timeout
+//! 30 s. The failure detector above does fast detection; the idle timeout only reclaims
+//! connections to peers that vanished without a word.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{ConnectionError, ReadExactError, RecvStream, SendStream, VarInt};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer,
+    UnixTime,
+};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::identity::{Keypair, PeerId};
+use crate::wire::Limits;
+
+/// Application close code: a normal close ([`Connection::close`], or the last handle
+/// dropped).
+pub const CODE_NORMAL: u32 = 0;
+/// Application close code: the peer announced a frame longer than the limit.
+pub const CODE_FRAME_TOO_LARGE: u32 = 1;
+/// Application close code: the peer broke the stream framing (unknown class byte, stream
+/// finished in the middle of a frame).
+pub const CODE_PROTOCOL_VIOLATION: u32 = 2;
+/// Application close code: the dialer expected another [`PeerId`].
+pub const CODE_WRONG_PEER: u32 = 3;
+
+/// Stream reset code used when a send was cancelled in the middle of a frame.
+const RESET_CANCELLED: u32 = 1;
+
+/// The server name given to TLS. It is never checked (identity is the key), and SNI is
+/// not sent.
+const SERVER_NAME: &str = "starling";
+
+/// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410): the 32-byte seed follows.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): the 32-byte key follows.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// Frames buffered per connection and class between the stream readers and
+/// [`Connection::recv`]. Small on purpose: when the application reads slowly, QUIC flow
+/// control pushes back on the sender instead of memory growing here (at most
+/// 32 × max frame ≈ 2 MiB of data frames per connection with default limits).
+const DATA_QUEUE: usize = 32;
+/// Control frames are small; a deeper queue keeps them flowing.
+const CONTROL_QUEUE: usize = 128;
+/// Unidirectional streams a peer may have open at once: one per class, plus slack for
+/// streams re-opened after a cancelled send.
+const MAX_UNI_STREAMS: u32 = 8;
+/// Finished inbound handshakes waiting for [`Endpoint::accept`].
+const ACCEPT_QUEUE: usize = 64;
+
+/// The two stream classes of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamClass {
+    /// Membership and failure detection: small, latency sensitive, always served first.
+    Control,
+    /// Broadcast payloads and everything else.
+    Data,
+}
+
+impl StreamClass {
+    fn index(self) -> usize {
+        match self {
+            StreamClass::Control => 0,
+            StreamClass::Data => 1,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            0 => Some(StreamClass::Control),
+            1 => Some(StreamClass::Data),
+            _ => None,
+        }
+    }
+
+    fn priority(self) -> i32 {
+        match self {
+            StreamClass::Control => 1,
+            StreamClass::Data => 0,
+        }
+    }
+}
+
+impl fmt::Display for StreamClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StreamClass::Control => "control",
+            StreamClass::Data => "data",
+        })
+    }
+}
+
+/// Why a transport operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The UDP socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The TLS or QUIC configuration could not be built, or no tokio runtime is running.
+    #[error("transport configuration: {0}")]
+    Config(String),
+    /// The dial was refused before any packet was sent (e.g. an IPv6 address from an
+    /// IPv4-only endpoint, or the endpoint is closed).
+    #[error("cannot dial {addr}: {reason}")]
+    Connect {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The handshake did not finish within the dial timeout.
+    #[error("handshake with {addr} timed out after {after:?}")]
+    Timeout {
+        /// The remote address.
+        addr: SocketAddr,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The peer belongs to another Starling network or protocol version (ALPN mismatch).
+    #[error("{addr} is not on this Starling network (network id or protocol version differ)")]
+    NetworkMismatch {
+        /// The remote address.
+        addr: SocketAddr,
+    },
+    /// The TLS handshake failed for another reason (bad certificate, bad signature, …).
+    #[error("handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// The remote address.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The peer proved a different key than the one the dialer expected: impersonation
+    /// (or a stale address) refused; the connection is closed with [`CODE_WRONG_PEER`].
+    #[error("expected peer {expected} but {actual} answered")]
+    WrongPeer {
+        /// The identity the dialer asked for.
+        expected: PeerId,
+        /// The identity the remote side proved.
+        actual: PeerId,
+    },
+    /// A frame longer than the limit: refused before allocation. When the peer sent it,
+    /// the connection is closed with [`CODE_FRAME_TOO_LARGE`].
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The announced (or attempted) length.
+        len: u64,
+        /// The limit ([`Limits::max_frame_bytes`]).
+        max: usize,
+    },
+    /// The peer broke the framing; the connection is closed with
+    /// [`CODE_PROTOCOL_VIOLATION`].
+    #[error("protocol violation by peer: {0}")]
+    Protocol(String),
+    /// The peer stopped reading one of our streams.
+    #[error("peer stopped our {0} stream")]
+    StreamStopped(StreamClass),
+    /// The peer closed the connection.
+    #[error("closed by peer (code {code}): {reason}")]
+    ClosedByPeer {
+        /// The application close code (see the `CODE_*` constants).
+        code: u64,
+        /// The peer's reason text (lossy UTF-8).
+        reason: String,
+    },
+    /// This side closed the connection (or the endpoint).
+    #[error("connection closed locally")]
+    ClosedLocally,
+    /// Nothing was heard from the peer for the idle timeout.
+    #[error("connection idle timeout: peer unreachable")]
+    IdleTimeout,
+    /// The connection broke for another reason (reset, transport error).
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The endpoint is closed: no more connections to accept.
+    #[error("endpoint closed")]
+    EndpointClosed,
+}
+
+/// Timeouts of an [`Endpoint`]; [`Default`] gives the documented values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportOptions {
+    /// Longest time for a QUIC + TLS handshake, dialing or accepting (default 5 s: a few
+    /// round trips even on a bad WAN link, short enough for bootstrap retries).
+    pub dial_timeout: Duration,
+    /// Interval of QUIC keep-alive pings when a connection is otherwise silent (default
+    /// 5 s: well inside the idle timeout and common NAT binding lifetimes of ≥ 30 s).
+    pub keep_alive: Duration,
+    /// A connection with nothing heard for this long is dropped (default 30 s; must be
+    /// several keep-alive intervals). Failure detection proper is SWIM's job.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            dial_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Certificates and verifiers
+
+/// One DER element, as split by [`der_tlv`].
+struct Tlv<'a> {
+    tag: u8,
+    /// The whole element, header included.
+    whole: &'a [u8],
+    contents: &'a [u8],
+    /// What follows the element.
+    rest: &'a [u8],
+}
+
+/// Splits off one DER element. Single-byte tags and definite lengths only (DER); `None`
+/// on anything malformed.
+fn der_tlv(input: &[u8]) -> Option<Tlv<'_>> {
+    let (&tag, rest) = input.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None; // multi-byte tag: never used in the fields we walk
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, rest)
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = input.len() - rest.len();
+    let (contents, after) = rest.split_at(len);
+    Some(Tlv {
+        tag,
+        whole: &input[..header + len],
+        contents,
+        rest: after,
+    })
+}
+
+/// The SubjectPublicKeyInfo element of an X.509 certificate (RFC 5280 §4.1).
+fn cert_spki(cert: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    let outer = der_tlv(cert)?;
+    if outer.tag != SEQUENCE || !outer.rest.is_empty() {
+        return None;
+    }
+    let tbs = der_tlv(outer.contents)?;
+    if tbs.tag != SEQUENCE {
+        return None;
+    }
+    let mut fields = tbs.contents;
+    // version [0] EXPLICIT, optional
+    if fields.first() == Some(&0xa0) {
+        fields = der_tlv(fields)?.rest;
+    }
+    // serialNumber INTEGER, then signature, issuer, validity, subject: SEQUENCEs.
+    for expected in [0x02, SEQUENCE, SEQUENCE, SEQUENCE, SEQUENCE] {
+        let field = der_tlv(fields)?;
+        if field.tag != expected {
+            return None;
+        }
+        fields = field.rest;
+    }
+    let spki = der_tlv(fields)?;
+    (spki.tag == SEQUENCE).then_some(spki.whole)
+}
+
+/// The Ed25519 key of a SubjectPublicKeyInfo, if it is one and not a weak (small-order)
+/// key that anyone could "prove" possession of.
+fn ed25519_key(spki: &[u8]) -> Option<[u8; 32]> {
+    let key: [u8; 32] = spki.strip_prefix(&ED25519_SPKI_PREFIX)?.try_into().ok()?;
+    let point = ed25519_dalek::VerifyingKey::from_bytes(&key).ok()?;
+    (!point.is_weak()).then_some(key)
+}
+
+/// The identity carried by a certificate: its Ed25519 key. This says nothing about
+/// possession; that is what the handshake signature proves.
+fn peer_id_from_cert(cert: &[u8]) -> Option<PeerId> {
+    cert_spki(cert)
+        .and_then(ed25519_key)
+        .map(PeerId::from_bytes)
+}
+
+/// Checks certificates and handshake signatures for both sides (see the module docs).
+#[derive(Debug)]
+struct PeerVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PeerVerifier {
+    fn check_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<PeerId, rustls::Error> {
+        if !intermediates.is_empty() {
+            // Exactly one self-signed certificate, never a chain.
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        peer_id_from_cert(end_entity).ok_or(rustls::Error::InvalidCertificate(
+            CertificateError::BadEncoding,
+        ))
+    }
+
+    fn check_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if dss.scheme != SignatureScheme::ED25519 {
+            return Err(rustls::Error::PeerMisbehaved(
+                rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+            ));
+        }
+        let spki = cert_spki(cert)
+            .filter(|spki| ed25519_key(spki).is_some())
+            .ok_or(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding,
+            ))?;
+        // Verify against exactly the key we take as the identity (not a re-parse of the
+        // certificate by someone else), so the two can never disagree.
+        rustls::crypto::verify_tls13_signature_with_raw_key(
+            message,
+            &SubjectPublicKeyInfoDer::from(spki),
+            dss,
+            &self.algorithms,
+        )
+    }
+
+    fn tls12_refused() -> rustls::Error {
+        rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic)
+    }
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.check_cert(end_entity, intermediates)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(Self::tls12_refused())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.check_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+impl ClientCertVerifier for PeerVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check_cert(end_entity, intermediates)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(Self::tls12_refused())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.check_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The ALPN protocol id for a network: nodes only talk within one network and version.
+fn alpn(network_id: &str) -> Vec<u8> {
+    let mut alpn = b"starling/1/".to_vec();
+    alpn.extend_from_slice(network_id.as_bytes());
+    alpn
+}
+
+/// A self-signed certificate for `key` and the matching PKCS#8 private key.
+fn self_signed(
+    key: &Keypair,
+) -> Result<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>), TransportError> {
+    let config = |e: rcgen::Error| TransportError::Config(format!("certificate: {e}"));
+    let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
+    pkcs8.extend_from_slice(&key.seed());
+    let pkcs8 = PrivatePkcs8KeyDer::from(pkcs8);
+    let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)
+        .map_err(config)?;
+    let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()]).map_err(config)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, key.peer_id().to_string());
+    let cert = params.self_signed(&signer).map_err(config)?;
+    Ok((cert.der().clone(), pkcs8))
+}
+
+/// Client and server QUIC configs for this identity and network.
+fn quic_configs(
+    key: &Keypair,
+    network_id: &str,
+    options: &TransportOptions,
+) -> Result<(quinn::ClientConfig, quinn::ServerConfig), TransportError> {
+    let config = |what: &str, e: &dyn fmt::Display| TransportError::Config(format!("{what}: {e}"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(PeerVerifier {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let (cert, pkcs8) = self_signed(key)?;
+    let tls13 = &[&rustls::version::TLS13];
+    let alpn = alpn(network_id);
+
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(tls13)
+        .map_err(|e| config("TLS client", &e))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_client_auth_cert(vec![cert.clone()], PrivateKeyDer::Pkcs8(pkcs8.clone_key()))
+        .map_err(|e| config("TLS client key", &e))?;
+    client.alpn_protocols = vec![alpn.clone()];
+    client.enable_sni = false;
+    client.resumption = rustls::client::Resumption::disabled();
+
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(tls13)
+        .map_err(|e| config("TLS server", &e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert], PrivateKeyDer::Pkcs8(pkcs8))
+        .map_err(|e| config("TLS server key", &e))?;
+    server.alpn_protocols = vec![alpn];
+    server.send_tls13_tickets = 0;
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+
+    let mut transport = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(options.idle_timeout)
+        .map_err(|e| config("idle timeout", &e))?;
+    transport
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(options.keep_alive))
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS));
+    let transport = Arc::new(transport);
+
+    let client = quinn::crypto::rustls::QuicClientConfig::try_from(client)
+        .map_err(|e| config("QUIC client", &e))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client));
+    client.transport_config(Arc::clone(&transport));
+    let server = quinn::crypto::rustls::QuicServerConfig::try_from(server)
+        .map_err(|e| config("QUIC server", &e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+    server.transport_config(transport);
+    Ok((client, server))
+}
+
+// ---------------------------------------------------------------------------------------
+// Error mapping
+
+fn close_reason_text(reason: &[u8]) -> String {
+    String::from_utf8_lossy(&reason[..reason.len().min(256)]).into_owned()
+}
+
+/// Maps the end of an established connection.
+fn from_connection_error(e: ConnectionError) -> TransportError {
+    match e {
+        ConnectionError::ApplicationClosed(close) => TransportError::ClosedByPeer {
+            code: close.error_code.into_inner(),
+            reason: close_reason_text(&close.reason),
+        },
+        ConnectionError::LocallyClosed => TransportError::ClosedLocally,
+        ConnectionError::TimedOut => TransportError::IdleTimeout,
+        other => TransportError::ConnectionLost(other.to_string()),
+    }
+}
+
+/// Maps a failed handshake: an ALPN refusal (TLS alert 120, `no_application_protocol`)
+/// means another network.
+fn handshake_error(addr: SocketAddr, e: ConnectionError) -> TransportError {
+    let no_alpn = quinn::TransportErrorCode::crypto(120);
+    match e {
+        ConnectionError::ConnectionClosed(close) if close.error_code == no_alpn => {
+            TransportError::NetworkMismatch { addr }
+        }
+        ConnectionError::TransportError(err) if err.code == no_alpn => {
+            TransportError::NetworkMismatch { addr }
+        }
+        ConnectionError::ConnectionClosed(_) | ConnectionError::TransportError(_) => {
+            TransportError::Handshake {
+                addr,
+                reason: e.to_string(),
+            }
+        }
+        other => from_connection_error(other),
+    }
+}
+
+/// A framing fault detected by a reader task, reported by [`Connection::recv`] and
+/// [`Connection::closed`] in place of the bare "closed locally".
+#[derive(Clone, Debug)]
+enum Fault {
+    FrameTooLarge { len: u64, max: usize },
+    Protocol(String),
+}
+
+impl From<Fault> for TransportError {
+    fn from(f: Fault) -> Self {
+        match f {
+            Fault::FrameTooLarge { len, max } => TransportError::FrameTooLarge { len, max },
+            Fault::Protocol(reason) => TransportError::Protocol(reason),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Endpoint
+
+/// A QUIC endpoint: one UDP socket that dials and accepts [`Connection`]s.
+///
+/// Must be created and used inside a tokio runtime. Dropping it stops accepting; existing
+/// connections live on until closed or dropped. [`Endpoint::close`] closes everything.
+pub struct Endpoint {
+    quic: quinn::Endpoint,
+    peer_id: PeerId,
+    max_frame: usize,
+    options: TransportOptions,
+    incoming: Mutex<mpsc::Receiver<Result<Connection, TransportError>>>,
+    accept_task: JoinHandle<()>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("peer_id", &self.peer_id)
+            .field("local_addr", &self.quic.local_addr().ok())
+            .finish()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
+impl Endpoint {
+    /// Binds a UDP socket at `addr` (IPv4 or IPv6; port 0 picks a free port) with the
+    /// default [`TransportOptions`]. Frames are limited to `limits.max_frame_bytes()`.
+    pub fn bind(
+        addr: SocketAddr,
+        key: &Keypair,
+        network_id: &str,
+        limits: Limits,
+    ) -> Result<Endpoint, TransportError> {
+        Self::bind_with(addr, key, network_id, limits, TransportOptions::default())
+    }
+
+    /// [`Endpoint::bind`] with explicit timeouts.
+    pub fn bind_with(
+        addr: SocketAddr,
+        key: &Keypair,
+        network_id: &str,
+        limits: Limits,
+        options: TransportOptions,
+    ) -> Result<Endpoint, TransportError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(TransportError::Config(
+                "an endpoint must be created inside a tokio runtime".into(),
+            ));
+        }
+        let (client, server) = quic_configs(key, network_id, &options)?;
+        let mut quic = quinn::Endpoint::server(server, addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        quic.set_default_client_config(client);
+        let max_frame = limits.max_frame_bytes();
+        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        let accept_task = tokio::spawn(accept_loop(
+            quic.clone(),
+            tx,
+            max_frame,
+            options.dial_timeout,
+        ));
+        let endpoint = Endpoint {
+            quic,
+            peer_id: key.peer_id(),
+            max_frame,
+            options,
+            incoming: Mutex::new(rx),
+            accept_task,
+        };
+        tracing::debug!(peer = %endpoint.peer_id.short(), addr = ?endpoint.local_addr().ok(), "endpoint bound");
+        Ok(endpoint)
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.quic
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })
+    }
+
+    /// This node's identity.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Dials `addr`. With `expected`, a peer that proves another key is refused with
+    /// [`TransportError::WrongPeer`] (and the connection closed with [`CODE_WRONG_PEER`]).
+    /// Fails with [`TransportError::Timeout`] after the dial timeout.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<Connection, TransportError> {
+        let connecting =
+            self.quic
+                .connect(addr, SERVER_NAME)
+                .map_err(|e| TransportError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+        let after = self.options.dial_timeout;
+        let conn = tokio::time::timeout(after, connecting)
+            .await
+            .map_err(|_| TransportError::Timeout { addr, after })?
+            .map_err(|e| handshake_error(addr, e))?;
+        let conn = Connection::establish(conn, self.max_frame)?;
+        if let Some(expected) = expected {
+            let actual = conn.peer_id();
+            if actual != expected {
+                conn.shared
+                    .conn
+                    .close(VarInt::from_u32(CODE_WRONG_PEER), b"wrong peer");
+                tracing::warn!(%addr, expected = %expected.short(), actual = %actual.short(), "dialed peer proved another identity");
+                return Err(TransportError::WrongPeer { expected, actual });
+            }
+        }
+        Ok(conn)
+    }
+
+    /// The next inbound connection, handshake done. `Some(Err(..))` reports a failed
+    /// inbound handshake (wrong network, bad certificate, timeout): log it and call again.
+    /// `None` once the endpoint is closed. Handshakes run concurrently, so one slow peer
+    /// never holds up the others.
+    pub async fn accept(&self) -> Option<Result<Connection, TransportError>> {
+        self.incoming.lock().await.recv().await
+    }
+
+    /// Closes every connection (code [`CODE_NORMAL`]) and stops accepting.
+    pub fn close(&self) {
+        self.accept_task.abort();
+        self.quic
+            .close(VarInt::from_u32(CODE_NORMAL), b"endpoint closed");
+    }
+}
+
+async fn accept_loop(
+    quic: quinn::Endpoint,
+    tx: mpsc::Sender<Result<Connection, TransportError>>,
+    max_frame: usize,
+    after: Duration,
+) {
+    while let Some(incoming) = quic.accept().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let addr = incoming.remote_address();
+            let result = match tokio::time::timeout(after, incoming).await {
+                Err(_) => Err(TransportError::Timeout { addr, after }),
+                Ok(Err(e)) => Err(handshake_error(addr, e)),
+                Ok(Ok(conn)) => Connection::establish(conn, max_frame),
+            };
+            if let Err(e) = &result {
+                tracing::debug!(%addr, error = %e, "inbound handshake failed");
+            }
+            // A closed receiver means the endpoint is gone: dropping the result closes it.
+            let _ = tx.send(result).await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Connection
+
+struct Receivers {
+    control: mpsc::Receiver<Bytes>,
+    data: mpsc::Receiver<Bytes>,
+}
+
+struct Shared {
+    conn: quinn::Connection,
+    peer: PeerId,
+    max_frame: usize,
+    senders: [Mutex<Option<SendStream>>; 2],
+    receivers: Mutex<Receivers>,
+    fault: Arc<StdMutex<Option<Fault>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The reader tasks hold their own quinn handles, so close explicitly.
+        self.conn
+            .close(VarInt::from_u32(CODE_NORMAL), b"connection dropped");
+    }
+}
+
+/// An authenticated connection to one peer. Cheap to clone (all clones share it); closed
+/// when [`Connection::close`] is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.shared.peer)
+            .field("remote_addr", &self.remote_addr())
+            .finish()
+    }
+}
+
+/// Resets a send stream if a send is cancelled half-way, so the receiver drops the partial
+/// frame instead of misreading the stream.
+struct ResetOnDrop(Option<SendStream>);
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if let Some(stream) = self.0.as_mut() {
+            let _ = stream.reset(VarInt::from_u32(RESET_CANCELLED));
+        }
+    }
+}
+
+impl Connection {
+    /// Wraps a finished handshake: reads the proven identity and starts the readers.
+    fn establish(conn: quinn::Connection, max_frame: usize) -> Result<Connection, TransportError> {
+        let peer = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|certs| certs.first().and_then(|c| peer_id_from_cert(c)));
+        let Some(peer) = peer else {
+            conn.close(VarInt::from_u32(CODE_PROTOCOL_VIOLATION), b"no identity");
+            return Err(TransportError::Handshake {
+                addr: conn.remote_address(),
+                reason: "peer presented no usable identity".into(),
+            });
+        };
+        let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
+        let (data_tx, data) = mpsc::channel(DATA_QUEUE);
+        let fault = Arc::new(StdMutex::new(None));
+        tokio::spawn(accept_streams(
+            conn.clone(),
+            control_tx,
+            data_tx,
+            max_frame,
+            Arc::clone(&fault),
+        ));
+        tracing::debug!(peer = %peer.short(), addr = %conn.remote_address(), "connection established");
+        Ok(Connection {
+            shared: Arc::new(Shared {
+                conn,
+                peer,
+                max_frame,
+                senders: [Mutex::new(None), Mutex::new(None)],
+                receivers: Mutex::new(Receivers { control, data }),
+                fault,
+            }),
+        })
+    }
+
+    /// The peer's identity, proven in the handshake.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.peer
+    }
+
+    /// The peer's current address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.shared.conn.remote_address()
+    }
+
+    /// Current round-trip time estimate.
+    pub fn rtt(&self) -> Duration {
+        self.shared.conn.rtt()
+    }
+
+    /// Sends one frame on `class`'s stream; frames of one class arrive in order. Waits
+    /// while QUIC flow control pushes back. A frame over the limit is refused here with
+    /// [`TransportError::FrameTooLarge`]. Cancelling a send never corrupts the stream (it
+    /// is reset and the next send opens a fresh one).
+    pub async fn send(&self, class: StreamClass, frame: &[u8]) -> Result<(), TransportError> {
+        let max = self.shared.max_frame;
+        let len = u32::try_from(frame.len())
+            .ok()
+            .filter(|&len| len as usize <= max)
+            .ok_or(TransportError::FrameTooLarge {
+                len: frame.len() as u64,
+                max,
+            })?;
+        let mut slot = self.shared.senders[class.index()].lock().await;
+        let mut header = Vec::with_capacity(5);
+        let mut guard = match slot.take() {
+            Some(stream) => ResetOnDrop(Some(stream)),
+            None => {
+                let stream = self
+                    .shared
+                    .conn
+                    .open_uni()
+                    .await
+                    .map_err(|e| self.end_error(e))?;
+                let _ = stream.set_priority(class.priority());
+                header.push(class.index() as u8);
+                ResetOnDrop(Some(stream))
+            }
+        };
+        header.extend_from_slice(&len.to_be_bytes());
+        if let Some(stream) = guard.0.as_mut() {
+            let write_error = |e: quinn::WriteError| match e {
+                quinn::WriteError::ConnectionLost(e) => self.end_error(e),
+                quinn::WriteError::Stopped(_) => TransportError::StreamStopped(class),
+                other => TransportError::ConnectionLost(other.to_string()),
+            };
+            stream.write_all(&header).await.map_err(write_error)?;
+            stream.write_all(frame).await.map_err(write_error)?;
+        }
+        *slot = guard.0.take();
+        Ok(())
+    }
+
+    /// The next frame from the peer, control frames first. After the connection ends,
+    /// frames already received are still delivered, then the reason is returned.
+    pub async fn recv(&self) -> Result<(StreamClass, Bytes), TransportError> {
+        let mut rx = self.shared.receivers.lock().await;
+        let Receivers { control, data } = &mut *rx;
+        tokio::select! {
+            biased;
+            Some(frame) = control.recv() => Ok((StreamClass::Control, frame)),
+            Some(frame) = data.recv() => Ok((StreamClass::Data, frame)),
+            else => Err(self.close_error()),
+        }
+    }
+
+    /// Waits until the connection is closed or lost, and says why (at once if it already
+    /// is). The driver reports PeerDisconnected when this returns.
+    pub async fn closed(&self) -> TransportError {
+        let e = self.shared.conn.closed().await;
+        self.end_error(e)
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn close_reason(&self) -> Option<TransportError> {
+        self.shared.conn.close_reason().map(|e| self.end_error(e))
+    }
+
+    /// Closes the connection with [`CODE_NORMAL`] and `reason` (truncated to 256 bytes).
+    /// Frames still in flight may be lost.
+    pub fn close(&self, reason: &str) {
+        let reason = &reason.as_bytes()[..reason.len().min(256)];
+        self.shared
+            .conn
+            .close(VarInt::from_u32(CODE_NORMAL), reason);
+    }
+
+    fn fault(&self) -> Option<Fault> {
+        self.shared.fault.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn end_error(&self, e: ConnectionError) -> TransportError {
+        match self.fault() {
+            Some(fault) => fault.into(),
+            None => from_connection_error(e),
+        }
+    }
+
+    fn close_error(&self) -> TransportError {
+        match (self.fault(), self.shared.conn.close_reason()) {
+            (Some(fault), _) => fault.into(),
+            (None, Some(e)) => from_connection_error(e),
+            (None, None) => TransportError::ConnectionLost("receive side ended".into()),
+        }
+    }
+}
+
+/// Records the first framing fault and closes the connection with `code`.
+fn fail(conn: &quinn::Connection, fault_slot: &StdMutex<Option<Fault>>, code: u32, fault: Fault) {
+    tracing::warn!(addr = %conn.remote_address(), ?fault, "closing connection: peer broke the framing");
+    if let Ok(mut slot) = fault_slot.lock() {
+        slot.get_or_insert(fault);
+    }
+    let reason: &[u8] = match code {
+        CODE_FRAME_TOO_LARGE => b"frame too large",
+        _ => b"protocol violation",
+    };
+    conn.close(VarInt::from_u32(code), reason);
+}
+
+/// Accepts the peer's unidirectional streams, one reader task each.
+async fn accept_streams(
+    conn: quinn::Connection,
+    control_tx: mpsc::Sender<Bytes>,
+    data_tx: mpsc::Sender<Bytes>,
+    max_frame: usize,
+    fault: Arc<StdMutex<Option<Fault>>>,
+) {
+    while let Ok(stream) = conn.accept_uni().await {
+        tokio::spawn(read_stream(
+            stream,
+            conn.clone(),
+            control_tx.clone(),
+            data_tx.clone(),
+            max_frame,
+            Arc::clone(&fault),
+        ));
+    }
+}
+
+/// Reads one stream: a class byte, then length-prefixed frames until the stream ends.
+async fn read_stream(
+    mut stream: RecvStream,
+    conn: quinn::Connection,
+    control_tx: mpsc::Sender<Bytes>,
+    data_tx: mpsc::Sender<Bytes>,
+    max_frame: usize,
+    fault: Arc<StdMutex<Option<Fault>>>,
+) {
+    let mut tag = [0u8; 1];
+    if stream.read_exact(&mut tag).await.is_err() {
+        return; // ended or reset before saying anything: nothing to deliver
+    }
+    let tx = match StreamClass::from_tag(tag[0]) {
+        Some(StreamClass::Control) => control_tx,
+        Some(StreamClass::Data) => data_tx,
+        None => {
+            let msg = format!("unknown stream class {}", tag[0]);
+            fail(&conn, &fault, CODE_PROTOCOL_VIOLATION, Fault::Protocol(msg));
+            return;
+        }
+    };
+    loop {
+        let mut len = [0u8; 4];
+        match stream.read_exact(&mut len).await {
+            Ok(()) => {}
+            Err(ReadExactError::FinishedEarly(0)) => return, // clean end between frames
+            Err(ReadExactError::FinishedEarly(_)) => {
+                let msg = "stream finished inside a frame header".to_owned();
+                fail(&conn, &fault, CODE_PROTOCOL_VIOLATION, Fault::Protocol(msg));
+                return;
+            }
+            Err(ReadExactError::ReadError(_)) => return, // reset (cancelled send) or lost
+        }
+        let len = u32::from_be_bytes(len);
+        // The limit is checked before anything is allocated for the frame.
+        let Some(len) = usize::try_from(len).ok().filter(|&l| l <= max_frame) else {
+            let fault_kind = Fault::FrameTooLarge {
+                len: u64::from(len),
+                max: max_frame,
+            };
+            fail(&conn, &fault, CODE_FRAME_TOO_LARGE, fault_kind);
+            return;
+        };
+        let mut buf = vec![0u8; len];
+        match stream.read_exact(&mut buf).await {
+            Ok(()) => {}
+            Err(ReadExactError::FinishedEarly(_)) => {
+                let msg = "stream finished inside a frame".to_owned();
+                fail(&conn, &fault, CODE_PROTOCOL_VIOLATION, Fault::Protocol(msg));
+                return;
+            }
+            Err(ReadExactError::ReadError(_)) => return,
+        }
+        if tx.send(Bytes::from(buf)).await.is_err() {
+            return; // every Connection handle is gone
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> Keypair {
+        Keypair::from_seed([n; 32])
+    }
+
+    #[test]
+    fn certificate_carries_the_identity_key() {
+        let k = key(9);
+        let (cert, _) = self_signed(&k).expect("certificate");
+        assert_eq!(peer_id_from_cert(&cert), Some(k.peer_id()));
+        let spki = cert_spki(&cert).expect("spki");
+        assert_eq!(spki.len(), 44);
+        assert!(spki.starts_with(&ED25519_SPKI_PREFIX));
+    }
+
+    #[test]
+    fn der_walker_never_panics_on_garbage_or_truncation() {
+        let (cert, _) = self_signed(&key(3)).expect("certificate");
+        for cut in 0..cert.len() {
+            assert_eq!(peer_id_from_cert(&cert[..cut]), None, "truncated at {cut}");
+        }
+        let mut trailing = cert.to_vec();
+        trailing.push(0);
+        assert_eq!(peer_id_from_cert(&trailing), None);
+        // Flip every byte in turn: either rejected or still some key, never a panic.
+        for i in 0..cert.len() {
+            let mut bad = cert.to_vec();
+            bad[i] ^= 0xff;
+            let _ = peer_id_from_cert(&bad);
+        }
+        for junk in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &[0x30, 0x80],
+        ] {
+            assert_eq!(peer_id_from_cert(junk), None);
+        }
+    }
+
+    #[test]
+    fn weak_and_foreign_keys_are_refused() {
+        let mut spki = ED25519_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(&[0u8; 32]); // not a valid point
+        assert_eq!(ed25519_key(&spki), None);
+        let mut identity = ED25519_SPKI_PREFIX.to_vec();
+        let mut point = [0u8; 32];
+        point[0] = 1; // the identity point: small order
+        identity.extend_from_slice(&point);
+        assert_eq!(ed25519_key(&identity), None);
+        let mut other_alg = spki.clone();
+        other_alg[8] = 0x71; // Ed448 OID
+        assert_eq!(ed25519_key(&other_alg), None);
+    }
+
+    #[test]
+    fn alpn_names_version_and_network() {
+        assert_eq!(alpn("prod"), b"starling/1/prod".to_vec());
+    }
+
+    async fn pair() -> (Endpoint, Endpoint, Connection, Connection) {
+        let a = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &key(1),
+            "t",
+            Limits::default(),
+        )
+        .expect("bind a");
+        let b = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &key(2),
+            "t",
+            Limits::default(),
+        )
+        .expect("bind b");
+        let addr = b.local_addr().expect("addr");
+        let (ca, cb) = tokio::join!(a.connect(addr, None), b.accept());
+        let ca = ca.expect("connect");
+        let cb = cb.expect("accept open").expect("accept");
+        (a, b, ca, cb)
+    }
+
+    /// A raw peer announces a 4 GiB frame: refused on the length alone, connection closed
+    /// with CODE_FRAME_TOO_LARGE.
+    #[tokio::test]
+    async fn oversized_length_prefix_is_refused_before_allocation() {
+        let limit = Duration::from_secs(10);
+        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
+            .await
+            .expect("pair in time");
+        let mut raw = ca.shared.conn.open_uni().await.expect("open raw stream");
+        raw.write_all(&[1]).await.expect("class byte");
+        raw.write_all(&u32::MAX.to_be_bytes())
+            .await
+            .expect("length");
+        let err = tokio::time::timeout(limit, cb.recv())
+            .await
+            .expect("receiver must give up in time")
+            .expect_err("oversized frame must not be delivered");
+        assert!(
+            matches!(err, TransportError::FrameTooLarge { len, max } if len == u64::from(u32::MAX) && max == Limits::default().max_frame_bytes()),
+            "{err:?}"
+        );
+        let seen = tokio::time::timeout(limit, ca.closed())
+            .await
+            .expect("sender must see the close in time");
+        assert!(
+            matches!(seen, TransportError::ClosedByPeer { code, .. } if code == u64::from(CODE_FRAME_TOO_LARGE)),
+            "{seen:?}"
+        );
+    }
+
+    /// Presents a victim's certificate but signs the handshake with its own key.
+    #[derive(Debug)]
+    struct Impostor(Arc<rustls::sign::CertifiedKey>);
+
+    impl rustls::server::ResolvesServerCert for Impostor {
+        fn resolve(
+            &self,
+            _hello: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(Arc::clone(&self.0))
+        }
+    }
+
+    /// A server that shows someone else's certificate cannot prove the key: the dialer's
+    /// handshake fails (it never even gets to compare identities).
+    #[tokio::test]
+    async fn a_stolen_certificate_without_the_key_is_refused() {
+        let victim = key(5);
+        let (victim_cert, _) = self_signed(&victim).expect("victim cert");
+        let (_, own_pkcs8) = self_signed(&key(6)).expect("impostor key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let signer = provider
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(own_pkcs8))
+            .expect("signing key");
+        let certified = rustls::sign::CertifiedKey::new(vec![victim_cert], signer);
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("tls13")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Impostor(Arc::new(certified))));
+        tls.alpn_protocols = vec![alpn("t")];
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic");
+        let server = quinn::Endpoint::server(
+            quinn::ServerConfig::with_crypto(Arc::new(quic)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .expect("impostor endpoint");
+        let addr = server.local_addr().expect("addr");
+        let serve = tokio::spawn(async move {
+            if let Some(incoming) = server.accept().await {
+                let _ = incoming.await;
+            }
+        });
+        let dialer = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &key(1),
+            "t",
+            Limits::default(),
+        )
+        .expect("bind");
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            dialer.connect(addr, Some(victim.peer_id())),
+        )
+        .await
+        .expect("dial must end in time");
+        match res {
+            Err(TransportError::Handshake { reason, .. }) => {
+                assert!(reason.to_lowercase().contains("signature"), "{reason}")
+            }
+            other => panic!("impostor must fail the handshake, got {other:?}"),
+        }
+        serve.abort();
+    }
+
+    #[tokio::test]
+    async fn unknown_stream_class_is_a_protocol_violation() {
+        let limit = Duration::from_secs(10);
+        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
+            .await
+            .expect("pair in time");
+        let mut raw = ca.shared.conn.open_uni().await.expect("open raw stream");
+        raw.write_all(&[7, 0, 0, 0, 1, 42]).await.expect("write");
+        let err = tokio::time::timeout(limit, cb.recv())
+            .await
+            .expect("in time")
+            .expect_err("must fail");
+        assert!(matches!(err, TransportError::Protocol(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn sending_over_the_limit_is_refused_locally() {
+        let limit = Duration::from_secs(10);
+        let (_a, _b, ca, _cb) = tokio::time::timeout(limit, pair())
+            .await
+            .expect("pair in time");
+        let big = vec![0u8; Limits::default().max_frame_bytes() + 1];
+        let err = ca.send(StreamClass::Data, &big).await.expect_err("refused");
+        assert!(
+            matches!(err, TransportError::FrameTooLarge { .. }),
+            "{err:?}"
+        );
+        // The connection is still usable.
+        ca.send(StreamClass::Data, b"ok")
+            .await
+            .expect("small frame");
+    }
+}
