@@ -561,7 +561,10 @@ impl State {
         if from == self.me.id || self.left {
             return;
         }
-        self.swim.heard_from(&from, now);
+        // Traffic is evidence of life; SWIM's own acks are timed by the detector itself.
+        if !matches!(msg, Message::Swim(_)) {
+            self.swim.heard_from(&from, now);
+        }
         match msg {
             Message::Membership(m) => {
                 let mut ev = Vec::new();
