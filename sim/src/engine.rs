@@ -351,7 +351,13 @@ impl Sim {
             let link = (from.min(to), from.max(to));
             if !self.connected.contains(&link) && self.dialing.insert((from, to)) {
                 let at = self.now + self.net.dial_timeout;
-                self.push(at, Ev::DialFailed { node: from, peer: to });
+                self.push(
+                    at,
+                    Ev::DialFailed {
+                        node: from,
+                        peer: to,
+                    },
+                );
             }
             return;
         }
@@ -429,7 +435,9 @@ impl Sim {
 
     /// Indices of running nodes.
     pub fn live(&self) -> Vec<u32> {
-        (0..self.nodes.len() as u32).filter(|&i| self.alive(i)).collect()
+        (0..self.nodes.len() as u32)
+            .filter(|&i| self.alive(i))
+            .collect()
     }
 
     /// A random running node.

@@ -18,6 +18,7 @@ use engine::{NetConfig, Observed, Sim};
 /// The scenario names.
 pub const SCENARIOS: &[&str] = &[
     "stable",
+    "stable-multi",
     "mass-failure-20",
     "mass-failure-50",
     "mass-failure-80",
@@ -38,6 +39,8 @@ pub struct Params {
     pub seed: u64,
     /// Broadcasts to measure (stable, sparse-topic, churn).
     pub broadcasts: usize,
+    /// One-way link latency range in ms (each link draws a fixed value in it).
+    pub latency_ms: (u64, u64),
 }
 
 /// One run's results (one JSON line with `--json`).
@@ -49,6 +52,8 @@ pub struct Report {
     pub nodes: usize,
     /// Seed.
     pub seed: u64,
+    /// Link latency range (ms, one way).
+    pub latency_ms: (u64, u64),
     /// Broadcasts measured.
     pub broadcasts: usize,
     /// Fraction of expected (live, subscribed) receivers that delivered, over all measured
@@ -255,6 +260,14 @@ fn outcome(sim: &Sim, tr: &Tracker, b: &Published, expected: &HashSet<u32>) -> O
 }
 
 fn summarize(report: &mut Report, outcomes: &[Outcome]) {
+    if std::env::var_os("STARLING_SIM_DEBUG").is_some() {
+        for (i, o) in outcomes.iter().enumerate() {
+            eprintln!(
+                "broadcast {i}: delivered {}/{} payloads {} receivers {} ldh {}",
+                o.delivered, o.expected, o.payloads, o.receivers, o.ldh
+            );
+        }
+    }
     let expected: usize = outcomes.iter().map(|o| o.expected).sum();
     let delivered: usize = outcomes.iter().map(|o| o.delivered).sum();
     report.broadcasts = outcomes.len();
@@ -278,7 +291,13 @@ fn summarize(report: &mut Report, outcomes: &[Outcome]) {
     report.latency_p99_ms = percentile(&lat, 0.99);
 }
 
-fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], control_from: (u64, Time)) {
+fn finish(
+    sim: &Sim,
+    tr: &Tracker,
+    report: &mut Report,
+    subscribers: &[u32],
+    control_from: (u64, Time),
+) {
     let live = sim.live();
     let subs: HashSet<u32> = subscribers.iter().copied().collect();
     let mut isolated = 0;
@@ -308,10 +327,35 @@ fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], con
             }
         }
     }
+    if std::env::var_os("STARLING_SIM_DEBUG").is_some() {
+        let mut total = proto::plumtree::Counters::default();
+        let mut eager = 0;
+        let mut lazy = 0;
+        for &i in &live {
+            if let Some(c) = sim.state(i).and_then(|s| s.topic_counters(&topic())) {
+                total.payloads_received += c.payloads_received;
+                total.duplicates += c.duplicates;
+                total.grafts_sent += c.grafts_sent;
+                total.prunes_sent += c.prunes_sent;
+                total.ihaves_received += c.ihaves_received;
+                total.grafts_missed += c.grafts_missed;
+            }
+            if let Some(s) = sim.state(i) {
+                let (e, l) = s.topic_tree(&topic());
+                eager += e.len();
+                lazy += l.len();
+            }
+        }
+        eprintln!("plumtree totals: {total:?}; eager links {eager}, lazy links {lazy}");
+    }
     report.isolated_nodes = isolated;
     report.view_asymmetry = asym;
     report.duplicate_deliveries = tr.duplicates;
-    let secs = sim.now.saturating_since(control_from.1).as_secs_f64().max(1e-9);
+    let secs = sim
+        .now
+        .saturating_since(control_from.1)
+        .as_secs_f64()
+        .max(1e-9);
     report.control_msgs_per_node =
         (sim.traffic.control - control_from.0) as f64 / live.len().max(1) as f64 / secs;
     report.events = sim.events;
@@ -330,12 +374,24 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
         return Err(format!("--nodes must be at least 10, got {}", p.nodes));
     }
     let wall = Instant::now();
-    let mut sim = Sim::new(p.seed, NetConfig::default(), proto::Config::default());
+    if p.latency_ms.0 > p.latency_ms.1 {
+        return Err(format!(
+            "--latency: {} > {}",
+            p.latency_ms.0, p.latency_ms.1
+        ));
+    }
+    let net = NetConfig {
+        latency_min: Duration::from_millis(p.latency_ms.0),
+        latency_max: Duration::from_millis(p.latency_ms.1),
+        ..NetConfig::default()
+    };
+    let mut sim = Sim::new(p.seed, net, proto::Config::default());
     let mut tr = Tracker::default();
     let mut report = Report {
         scenario: p.scenario.clone(),
         nodes: p.nodes,
         seed: p.seed,
+        latency_ms: p.latency_ms,
         ..Report::default()
     };
     let start = sim.now;
@@ -363,10 +419,17 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
     subscribe(&mut sim, &mut tr, &subscribers);
     let control_from = (sim.traffic.control, sim.now);
     match p.scenario.as_str() {
-        "stable" | "sparse-topic" => {
+        "stable" | "stable-multi" | "sparse-topic" => {
+            // stable: one publisher, as in the Plumtree paper's stable-network figures;
+            // stable-multi and sparse-topic: a random subscriber publishes each message.
+            let single = random_member(&mut sim, &subscribers);
             let mut outcomes = Vec::new();
             for _ in 0..p.broadcasts {
-                let publisher = random_member(&mut sim, &subscribers);
+                let publisher = if p.scenario == "stable" {
+                    single
+                } else {
+                    random_member(&mut sim, &subscribers)
+                };
                 publish(&mut sim, &mut tr, publisher);
                 run(&mut sim, &mut tr, Duration::from_millis(100));
             }
@@ -443,7 +506,13 @@ fn mass_failure(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, subs: &[u3
 }
 
 /// Sets the time from `since` until every later broadcast was fully delivered.
-fn full_delivery_time(report: &mut Report, tr: &Tracker, outcomes: &[Outcome], first: usize, since: Time) {
+fn full_delivery_time(
+    report: &mut Report,
+    tr: &Tracker,
+    outcomes: &[Outcome],
+    first: usize,
+    since: Time,
+) {
     let last_partial = outcomes.iter().rposition(|o| o.delivered < o.expected);
     let full_from = match last_partial {
         None => Some(0),
@@ -451,9 +520,14 @@ fn full_delivery_time(report: &mut Report, tr: &Tracker, outcomes: &[Outcome], f
         Some(_) => None,
     };
     if let Some(k) = full_from {
-        let t = tr.published[first + k].at.saturating_since(since).as_secs_f64();
+        let t = tr.published[first + k]
+            .at
+            .saturating_since(since)
+            .as_secs_f64();
         report.time_to_full_delivery_s = Some(t);
-        let cycle = proto::hyparview::Config::default().shuffle_interval.as_secs_f64();
+        let cycle = proto::hyparview::Config::default()
+            .shuffle_interval
+            .as_secs_f64();
         report.cycles_to_full_delivery = Some((t / cycle).ceil() as u32);
     }
 }
@@ -560,7 +634,10 @@ fn presence(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, members: &[u32
     let crash_at = sim.now;
     tr.presence.clear();
     run(sim, tr, Duration::from_secs(10));
-    let victim_ids: HashMap<_, _> = victims.iter().map(|&v| (sim.nodes[v as usize].id, v)).collect();
+    let victim_ids: HashMap<_, _> = victims
+        .iter()
+        .map(|&v| (sim.nodes[v as usize].id, v))
+        .collect();
     let mut seen_offline: HashMap<(u32, u32), Time> = HashMap::new();
     for (t, node, ev) in &tr.presence {
         if let (Some(&v), PresenceChange::Offline(_)) = (victim_ids.get(&ev.peer), &ev.change) {
@@ -611,7 +688,8 @@ fn presence(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, members: &[u32
     if let (Some(t), Some(nb)) = (full, neighbor) {
         let d = t.saturating_since(up_at);
         report.late_join_ms = Some(ms(d));
-        report.late_join_rtts = Some(d.as_secs_f64() / (2.0 * sim.latency(joiner, nb).as_secs_f64()));
+        report.late_join_rtts =
+            Some(d.as_secs_f64() / (2.0 * sim.latency(joiner, nb).as_secs_f64()));
     }
 }
 

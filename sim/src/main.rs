@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use starling_sim::{run_scenario, Params, Report, SCENARIOS};
 
-const USAGE: &str = "usage: starling-sim --scenario NAME|all [--nodes N] [--seed S] [--broadcasts B] [--json]";
+const USAGE: &str = "usage: starling-sim --scenario NAME|all [--nodes N] [--seed S] [--broadcasts B] [--latency MIN-MAX] [--json]";
 
 fn parse() -> Result<(Vec<String>, Params, bool), String> {
     let mut p = Params {
@@ -15,6 +15,7 @@ fn parse() -> Result<(Vec<String>, Params, bool), String> {
         nodes: 1000,
         seed: 1,
         broadcasts: 100,
+        latency_ms: (10, 90),
     };
     let mut json = false;
     let mut args = std::env::args().skip(1);
@@ -22,12 +23,29 @@ fn parse() -> Result<(Vec<String>, Params, bool), String> {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
             "--scenario" => p.scenario = value("--scenario")?,
-            "--nodes" => p.nodes = value("--nodes")?.parse().map_err(|e| format!("--nodes: {e}"))?,
-            "--seed" => p.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--nodes" => {
+                p.nodes = value("--nodes")?
+                    .parse()
+                    .map_err(|e| format!("--nodes: {e}"))?
+            }
+            "--seed" => {
+                p.seed = value("--seed")?
+                    .parse()
+                    .map_err(|e| format!("--seed: {e}"))?
+            }
             "--broadcasts" => {
                 p.broadcasts = value("--broadcasts")?
                     .parse()
                     .map_err(|e| format!("--broadcasts: {e}"))?
+            }
+            "--latency" => {
+                let v = value("--latency")?;
+                let (lo, hi) = v.split_once('-').unwrap_or((&v, &v));
+                let num = |s: &str| {
+                    s.parse::<u64>()
+                        .map_err(|e| format!("--latency {v:?}: {e}"))
+                };
+                p.latency_ms = (num(lo)?, num(hi)?);
             }
             "--json" => json = true,
             "-h" | "--help" => return Err(String::new()),
@@ -78,7 +96,11 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
             }
             eprintln!("{USAGE}\nscenarios: {}", SCENARIOS.join(", "));
-            return if e.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) };
+            return if e.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
         }
     };
     if !json {

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use starling_core::identity::Keypair;
 use starling_core::proto::{self, Error, Event, Reject, State};
 use starling_core::wire::{
-    Broadcast, GossipMsg, Message, PresenceRecord, PresenceStatus, SignedMessage, TopicId,
-    TopicMsg,
+    Broadcast, GossipMsg, Message, PresenceRecord, PresenceStatus, SignedMessage, TopicId, TopicMsg,
 };
 use starling_sim::engine::{NetConfig, Observed, Sim};
 
@@ -27,7 +26,9 @@ fn network(n: u32, seed: u64) -> Sim {
     }
     sim.run_for(Duration::from_secs(3));
     for i in 0..n {
-        sim.with(i, |s, now| s.subscribe(topic(), now)).unwrap().unwrap();
+        sim.with(i, |s, now| s.subscribe(topic(), now))
+            .unwrap()
+            .unwrap();
         sim.run_for(Duration::from_millis(5));
     }
     sim.run_for(Duration::from_secs(5));
@@ -81,14 +82,24 @@ fn every_subscriber_gets_every_message_once_with_its_author() {
     let got = deliveries(&mut sim);
     for (id, author, publisher) in &published {
         let receivers: Vec<_> = got.iter().filter(|(_, d)| d.id == *id).collect();
-        assert_eq!(receivers.len(), 29, "message {id:?}: every other node, once each");
+        assert_eq!(
+            receivers.len(),
+            29,
+            "message {id:?}: every other node, once each"
+        );
         let mut nodes: Vec<u32> = receivers.iter().map(|(n, _)| *n).collect();
         nodes.sort_unstable();
         nodes.dedup();
         assert_eq!(nodes.len(), 29, "no duplicates");
-        assert!(!nodes.contains(publisher), "not delivered back to its publisher");
+        assert!(
+            !nodes.contains(publisher),
+            "not delivered back to its publisher"
+        );
         for (_, d) in receivers {
-            assert_eq!(d.author, *author, "the author, not the forwarding neighbour");
+            assert_eq!(
+                d.author, *author,
+                "the author, not the forwarding neighbour"
+            );
         }
     }
 }
@@ -99,7 +110,9 @@ fn messages_from_one_author_arrive_in_publish_order() {
     deliveries(&mut sim);
     for k in 0..50u32 {
         let payload = Bytes::from(k.to_be_bytes().to_vec());
-        sim.with(3, |s, now| s.publish(topic(), payload, now)).unwrap().unwrap();
+        sim.with(3, |s, now| s.publish(topic(), payload, now))
+            .unwrap()
+            .unwrap();
     }
     sim.run_for(Duration::from_secs(3));
     let got = deliveries(&mut sim);
@@ -107,9 +120,16 @@ fn messages_from_one_author_arrive_in_publish_order() {
         if node == 3 {
             continue;
         }
-        let seqs: Vec<u64> = got.iter().filter(|(n, _)| *n == node).map(|(_, d)| d.seq).collect();
+        let seqs: Vec<u64> = got
+            .iter()
+            .filter(|(n, _)| *n == node)
+            .map(|(_, d)| d.seq)
+            .collect();
         assert_eq!(seqs.len(), 50, "node {node}");
-        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "node {node}: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "node {node}: {seqs:?}"
+        );
     }
 }
 
@@ -132,10 +152,22 @@ fn forged_tampered_replayed_and_misdated_broadcasts_are_refused() {
     let future = SignedMessage::new(&honest, topic(), 11, now_ms + 86_400_000, Bytes::new());
     let stale = SignedMessage::new(&honest, topic(), 12, now_ms - 7 * 86_400_000, Bytes::new());
     // Under another topic's header.
-    let other = SignedMessage::new(&honest, TopicId::from_name("other"), 13, now_ms, Bytes::new());
+    let other = SignedMessage::new(
+        &honest,
+        TopicId::from_name("other"),
+        13,
+        now_ms,
+        Bytes::new(),
+    );
     // Oversized payload.
     let limit = proto::Config::default().limits.max_payload_bytes;
-    let big = SignedMessage::new(&honest, topic(), 14, now_ms, Bytes::from(vec![0; limit + 1]));
+    let big = SignedMessage::new(
+        &honest,
+        topic(),
+        14,
+        now_ms,
+        Bytes::from(vec![0; limit + 1]),
+    );
 
     for (msg, reason) in [
         (spoofed, Reject::BadSignature),
@@ -153,14 +185,24 @@ fn forged_tampered_replayed_and_misdated_broadcasts_are_refused() {
             }),
             "expected {reason:?}, got {events:?}"
         );
-        assert!(!events.iter().any(|e| matches!(e, Event::Deliver(_) | Event::Send(..))));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, Event::Deliver(_) | Event::Send(..))));
     }
 
     // The honest message is delivered once; a replay of it is not delivered again, and an
     // older sequence number beyond the window is refused as a replay.
-    let events = inject(&mut sim, 0, &attacker, gossip(Broadcast::Message(good.clone())));
+    let events = inject(
+        &mut sim,
+        0,
+        &attacker,
+        gossip(Broadcast::Message(good.clone())),
+    );
     assert_eq!(
-        events.iter().filter(|e| matches!(e, Event::Deliver(_))).count(),
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Deliver(_)))
+            .count(),
         1
     );
     let events = inject(&mut sim, 0, &attacker, gossip(Broadcast::Message(good)));
@@ -232,7 +274,9 @@ fn application_errors_are_clear() {
     let mut sim = network(3, 9);
     let limit = proto::Config::default().limits.max_payload_bytes;
     let err = sim
-        .with(0, |s, now| s.publish(topic(), Bytes::from(vec![0; limit + 1]), now))
+        .with(0, |s, now| {
+            s.publish(topic(), Bytes::from(vec![0; limit + 1]), now)
+        })
         .unwrap()
         .unwrap_err();
     assert_eq!(
@@ -244,10 +288,18 @@ fn application_errors_are_clear() {
     );
     assert!(err.to_string().contains("exceeds the limit"));
     let err = sim
-        .with(0, |s, now| s.set_presence(topic(), Bytes::from(vec![0; 1025]), now))
+        .with(0, |s, now| {
+            s.set_presence(topic(), Bytes::from(vec![0; 1025]), now)
+        })
         .unwrap()
         .unwrap_err();
-    assert!(matches!(err, Error::MetadataTooLarge { len: 1025, max: 1024 }));
+    assert!(matches!(
+        err,
+        Error::MetadataTooLarge {
+            len: 1025,
+            max: 1024
+        }
+    ));
     sim.with(0, |s, now| s.leave(now));
     let err = sim
         .with(0, |s, now| s.publish(topic(), Bytes::new(), now))
@@ -261,9 +313,13 @@ fn a_message_published_before_any_peer_arrives_later() {
     let mut sim = Sim::new(4, NetConfig::default(), proto::Config::default());
     let a = sim.add_node();
     let b = sim.add_node();
-    sim.with(b, |s, now| s.subscribe(topic(), now)).unwrap().unwrap();
+    sim.with(b, |s, now| s.subscribe(topic(), now))
+        .unwrap()
+        .unwrap();
     let p = sim
-        .with(a, |s, now| s.publish(topic(), Bytes::from_static(b"early"), now))
+        .with(a, |s, now| {
+            s.publish(topic(), Bytes::from_static(b"early"), now)
+        })
         .unwrap()
         .unwrap();
     assert_eq!(p.peers, 0, "nobody to send to: the receipt says so");
@@ -281,7 +337,9 @@ fn presence_snapshot_reaches_a_late_joiner_and_crashes_are_noticed() {
     let mut sim = network(12, 21);
     for i in 0..12u32 {
         let meta = Bytes::from(format!("node {i}"));
-        sim.with(i, |s, now| s.set_presence(topic(), meta, now)).unwrap().unwrap();
+        sim.with(i, |s, now| s.set_presence(topic(), meta, now))
+            .unwrap()
+            .unwrap();
     }
     sim.run_for(Duration::from_secs(2));
     for i in 0..12u32 {
@@ -291,11 +349,15 @@ fn presence_snapshot_reaches_a_late_joiner_and_crashes_are_noticed() {
     let j = sim.add_node();
     sim.join(j, 5);
     sim.run_for(Duration::from_secs(2));
-    sim.with(j, |s, now| s.subscribe(topic(), now)).unwrap().unwrap();
+    sim.with(j, |s, now| s.subscribe(topic(), now))
+        .unwrap()
+        .unwrap();
     sim.run_for(Duration::from_secs(2));
     let online = sim.state(j).unwrap().online(&topic());
     assert_eq!(online.len(), 12);
-    assert!(online.iter().any(|e| e.metadata == Bytes::from_static(b"node 5")));
+    assert!(online
+        .iter()
+        .any(|e| e.metadata == Bytes::from_static(b"node 5")));
 
     // Crash two members: everyone else sees them offline within 3 s.
     sim.crash(2);
@@ -305,7 +367,10 @@ fn presence_snapshot_reaches_a_late_joiner_and_crashes_are_noticed() {
     for i in (0..12u32).filter(|i| ![2, 9].contains(i)) {
         let s = sim.state(i).unwrap();
         for c in &crashed {
-            assert!(!s.is_online(&topic(), c), "node {i} still sees {c:?} online");
+            assert!(
+                !s.is_online(&topic(), c),
+                "node {i} still sees {c:?} online"
+            );
         }
         assert_eq!(s.online(&topic()).len(), 10, "node {i}");
     }

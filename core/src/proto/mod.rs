@@ -1019,7 +1019,9 @@ impl State {
         let Some(t) = self.topics.get_mut(&topic) else {
             return;
         };
-        let alone = t.membership.active().is_empty();
+        let active = t.membership.active().len();
+        let alone = active == 0;
+        let under_full = active < self.config.topic_membership.active_view_capacity;
         let walks = if alone {
             let delay = t.walk_backoff;
             t.walk_backoff = (t.walk_backoff * 2).min(dc.retry_max);
@@ -1042,6 +1044,14 @@ impl State {
                 return;
             }
             dc.walk_fanout
+        } else if under_full {
+            // Members found by the walk go to the passive view, from which HyParView fills
+            // the active view: this is how a small group that formed apart from the rest
+            // of the topic (everyone subscribed at once) links up with it.
+            let delay = t.walk_backoff;
+            t.walk_backoff = (t.walk_backoff * 2).min(dc.retry_max);
+            t.next_walk = now + delay;
+            1
         } else {
             // Maintenance walk, with jitter so members do not walk in lockstep.
             let jitter = self.rng.gen_range(0.5..1.5);
