@@ -372,6 +372,44 @@ impl Sim {
             }
             None => self.traffic.control += 1,
         }
+        if std::env::var_os("STARLING_SIM_TRACE").is_some() {
+            if let Message::Discovery(d) = &msg {
+                let kind = match d {
+                    starling_core::wire::DiscoveryMsg::Topics(_) => "topics",
+                    starling_core::wire::DiscoveryMsg::FindTopic { origin, ttl, .. } => {
+                        eprintln!(
+                            "t={} {from}->{to} find origin={:?} ttl={ttl}",
+                            self.now.as_millis() % 100000,
+                            self.index_of(&origin.id)
+                        );
+                        "find"
+                    }
+                    starling_core::wire::DiscoveryMsg::TopicPeers { peers, recent, .. } => {
+                        eprintln!(
+                            "t={} {from}->{to} answer peers={:?} recent={}",
+                            self.now.as_millis() % 100000,
+                            peers
+                                .iter()
+                                .filter_map(|p| self.index_of(&p.id))
+                                .collect::<Vec<_>>(),
+                            recent.len()
+                        );
+                        "answer"
+                    }
+                };
+                let _ = kind;
+            }
+            if let Message::Topic {
+                msg: TopicMsg::Membership(m),
+                ..
+            } = &msg
+            {
+                eprintln!(
+                    "t={} {from}->{to} topic {m:?}",
+                    self.now.as_millis() % 100000
+                );
+            }
+        }
         self.connected.insert((from.min(to), from.max(to)));
         let at = self.now + self.latency(from, to);
         self.push(at, Ev::Deliver { to, from, msg });

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use starling_core::proto::presence::PresenceChange;
 use starling_core::proto::{self, Time};
 use starling_core::wire::{MessageId, TopicId};
 
@@ -192,7 +191,7 @@ fn build(sim: &mut Sim, tr: &mut Tracker, n: usize) {
         sim.add_node();
         let contact = rand::Rng::gen_range(sim.rng(), 0..i);
         sim.join(i, contact);
-        run(sim, tr, Duration::from_micros(500));
+        run(sim, tr, Duration::from_micros(2000));
     }
     run(sim, tr, Duration::from_secs(5));
 }
@@ -347,6 +346,101 @@ fn finish(
             }
         }
         eprintln!("plumtree totals: {total:?}; eager links {eager}, lazy links {lazy}");
+        // Components of the topic overlay among live subscribers.
+        let members: Vec<u32> = subscribers
+            .iter()
+            .copied()
+            .filter(|&i| sim.alive(i))
+            .collect();
+        let mut comp: HashMap<u32, usize> = HashMap::new();
+        let mut sizes = Vec::new();
+        for &m in &members {
+            if comp.contains_key(&m) {
+                continue;
+            }
+            let c = sizes.len();
+            let mut stack = vec![m];
+            let mut size = 0;
+            comp.insert(m, c);
+            while let Some(x) = stack.pop() {
+                size += 1;
+                let Some(s) = sim.state(x) else { continue };
+                for p in s.topic_neighbors(&topic()) {
+                    if let Some(j) = sim.index_of(&p) {
+                        if sim.alive(j) && !comp.contains_key(&j) {
+                            comp.insert(j, c);
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            sizes.push(size);
+        }
+        eprintln!("topic overlay components (sizes): {sizes:?}");
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut gsizes = Vec::new();
+        for &m in &live {
+            if !seen.insert(m) {
+                continue;
+            }
+            let mut stack = vec![m];
+            let mut size = 0;
+            while let Some(x) = stack.pop() {
+                size += 1;
+                let Some(s) = sim.state(x) else { continue };
+                for p in s.neighbors() {
+                    if let Some(j) = sim.index_of(&p) {
+                        if sim.alive(j) && seen.insert(j) {
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            gsizes.push(size);
+        }
+        eprintln!("global overlay components (sizes): {gsizes:?}");
+        if let Some(&m0) = members.first() {
+            // BFS distances over the global overlay from the first member to all others.
+            let mut dist: HashMap<u32, u32> = HashMap::new();
+            let mut q = std::collections::VecDeque::from([m0]);
+            dist.insert(m0, 0);
+            while let Some(x) = q.pop_front() {
+                let d = dist[&x];
+                let Some(s) = sim.state(x) else { continue };
+                for p in s.neighbors() {
+                    if let Some(j) = sim.index_of(&p) {
+                        if !dist.contains_key(&j) {
+                            dist.insert(j, d + 1);
+                            q.push_back(j);
+                        }
+                    }
+                }
+            }
+            let ds: Vec<(u32, Option<usize>, u32)> = members
+                .iter()
+                .map(|m| (*m, comp.get(m).copied(), dist.get(m).copied().unwrap_or(99)))
+                .collect();
+            eprintln!("global distance from member {m0}: {ds:?}");
+            let mut hist = std::collections::BTreeMap::new();
+            for d in dist.values() {
+                *hist.entry(*d).or_insert(0) += 1;
+            }
+            eprintln!("distance histogram: {hist:?}");
+        }
+        if members.len() <= 30 {
+            for &m in &members {
+                let Some(s) = sim.state(m) else { continue };
+                let idx = |v: Vec<starling_core::identity::PeerId>| -> Vec<u32> {
+                    v.iter().filter_map(|p| sim.index_of(p)).collect()
+                };
+                eprintln!(
+                    "member {m} comp {:?}: topic active {:?} global active {:?}",
+                    comp.get(&m),
+                    idx(s.topic_neighbors(&topic())),
+                    idx(s.neighbors()),
+                );
+            }
+        }
     }
     report.isolated_nodes = isolated;
     report.view_asymmetry = asym;
@@ -622,6 +716,13 @@ fn presence(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, members: &[u32
         all_see(sim, members, members)
     });
     report.presence_converge_ms = converged.map(|t| ms(t.saturating_since(announced)));
+    if std::env::var_os("STARLING_SIM_DEBUG").is_some() {
+        let counts: Vec<usize> = members
+            .iter()
+            .filter_map(|&m| sim.state(m).map(|s| s.online(&topic()).len()))
+            .collect();
+        eprintln!("online counts after convergence wait: {counts:?}");
+    }
     run(sim, tr, Duration::from_secs(5));
 
     // Crash 5% of the members (at least one).
@@ -632,32 +733,28 @@ fn presence(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, members: &[u32
         sim.crash(v);
     }
     let crash_at = sim.now;
-    tr.presence.clear();
-    run(sim, tr, Duration::from_secs(10));
-    let victim_ids: HashMap<_, _> = victims
-        .iter()
-        .map(|&v| (sim.nodes[v as usize].id, v))
-        .collect();
-    let mut seen_offline: HashMap<(u32, u32), Time> = HashMap::new();
-    for (t, node, ev) in &tr.presence {
-        if let (Some(&v), PresenceChange::Offline(_)) = (victim_ids.get(&ev.peer), &ev.change) {
-            seen_offline.entry((*node, v)).or_insert(*t);
-        }
-    }
     let survivors: Vec<u32> = members.iter().copied().filter(|&m| sim.alive(m)).collect();
+    let victim_ids: Vec<_> = victims.iter().map(|&v| sim.nodes[v as usize].id).collect();
+    let mut pending: Vec<(u32, usize)> = survivors
+        .iter()
+        .flat_map(|&m| (0..victim_ids.len()).map(move |v| (m, v)))
+        .collect();
     let mut times = Vec::new();
-    let mut undetected = HashSet::new();
-    for &m in &survivors {
-        for &v in &victims {
-            match seen_offline.get(&(m, v)) {
-                Some(t) => times.push(ms(t.saturating_since(crash_at))),
-                None => {
-                    undetected.insert(v);
-                }
+    let until = sim.now + Duration::from_secs(10);
+    while sim.now < until && !pending.is_empty() {
+        pending.retain(|&(m, v)| {
+            let online = sim
+                .state(m)
+                .is_some_and(|s| s.is_online(&topic(), &victim_ids[v]));
+            if !online {
+                times.push(ms(sim.now.saturating_since(crash_at)));
             }
-        }
+            online
+        });
+        run(sim, tr, STEP);
     }
     times.sort_by(f64::total_cmp);
+    let undetected: HashSet<usize> = pending.iter().map(|&(_, v)| v).collect();
     report.crash_detect_p99_ms = Some(if undetected.is_empty() {
         percentile(&times, 0.99)
     } else {

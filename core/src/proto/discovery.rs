@@ -3,9 +3,10 @@
 //!
 //! Every node tells its network-wide neighbours which topics it is a member of
 //! (`Discovery::Topics`). A node looking for a topic first asks this directory; if it knows
-//! nobody, it sends a few random walks (`FindTopic`) over the network-wide overlay. Each
-//! node on a walk answers the seeker directly if it, or one of its neighbours, or one of
-//! its remembered hints, is a member; otherwise it forwards the walk. A walk of length L
+//! nobody, it sends a few random walks (`FindTopic`) over the network-wide overlay. A member
+//! on the walk answers the seeker directly (naming itself, members it knows, and broadcasts
+//! it has had for a while); a non-member that knows a member (a neighbour's topic list, or
+//! a remembered hint) hands the walk to that member; otherwise the walk goes on. A walk of length L
 //! looks at about L × (active view + 1) nodes' topic lists, so three walks of length 10
 //! find a topic held by 1% of a network with probability ≈ 1 − 0.99^180 ≈ 84% per round;
 //! unsuccessful rounds are retried with exponential backoff.
@@ -25,6 +26,11 @@ use crate::wire::{PeerInfo, TopicId};
 pub struct Config {
     /// Length of a `FindTopic` walk (10).
     pub walk_length: u16,
+    /// Random hops a maintenance walk (sent by a node that already has topic neighbours)
+    /// takes before it starts looking (6, about the overlay's diameter): members near the
+    /// seeker are likely in its own part of the topic's overlay, so it looks far away. Sent
+    /// as extra TTL: a node seeing `ttl > walk_length` only forwards.
+    pub walk_skip: u16,
     /// Walks sent per attempt (3).
     pub walk_fanout: usize,
     /// First retry delay when nobody was found (1 s), doubling up to `retry_max`.
@@ -37,6 +43,10 @@ pub struct Config {
     pub answer_peers: usize,
     /// Recent broadcast ids in one answer (8).
     pub answer_recent: usize,
+    /// Only broadcasts a member has had for this long are named in an answer (2 s, several
+    /// times a broadcast's spread), so one still in flight is not taken for a sign of a
+    /// separate overlay.
+    pub settled_after: Duration,
     /// Hints kept per topic (8) and topics with hints (4,096).
     pub hints_per_topic: usize,
     /// See `hints_per_topic`.
@@ -47,12 +57,14 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             walk_length: 10,
+            walk_skip: 6,
             walk_fanout: 3,
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(60),
             answer_peers: 8,
             answer_recent: 8,
+            settled_after: Duration::from_secs(2),
             hints_per_topic: 8,
             max_hint_topics: 4096,
         }

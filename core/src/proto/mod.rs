@@ -236,6 +236,8 @@ pub struct Counters {
     pub rejected: BTreeMap<String, u64>,
     /// Topic messages received for topics this node is not a member of (dropped).
     pub not_member: u64,
+    /// Joins made because discovery found a separate part of a topic's overlay.
+    pub merge_joins: u64,
 }
 
 struct Topic {
@@ -927,14 +929,21 @@ impl State {
                         self.reject(from, reason);
                         continue;
                     }
-                    let Broadcast::Presence(r) = content else {
-                        continue;
-                    };
-                    let mut ev = Vec::new();
-                    if let Some(t) = self.topics.get_mut(&topic) {
-                        t.presence.handle_record(r, now, &mut ev);
+                    let mut pres = Vec::new();
+                    let mut pt = Vec::new();
+                    if let (Some(t), Broadcast::Presence(r)) =
+                        (self.topics.get_mut(&topic), &content)
+                    {
+                        t.presence.handle_record(r.clone(), now, &mut pres);
+                        // News from a snapshot is passed on: when two parts of a topic's
+                        // overlay merge, each learns the other's presence at once, not at
+                        // the next refresh.
+                        if !t.plumtree.is_known(&id) {
+                            t.plumtree.broadcast(id, content, now, &mut pt);
+                        }
                     }
-                    self.on_presence(topic, ev, now);
+                    self.on_presence(topic, pres, now);
+                    self.on_plumtree(topic, pt, now);
                 }
             }
         }
@@ -1022,7 +1031,7 @@ impl State {
         let active = t.membership.active().len();
         let alone = active == 0;
         let under_full = active < self.config.topic_membership.active_view_capacity;
-        let walks = if alone {
+        let (walks, ttl) = if alone {
             let delay = t.walk_backoff;
             t.walk_backoff = (t.walk_backoff * 2).min(dc.retry_max);
             t.next_walk = now + delay;
@@ -1043,20 +1052,23 @@ impl State {
                 self.on_topic_membership(topic, ev, now);
                 return;
             }
-            dc.walk_fanout
-        } else if under_full {
-            // Members found by the walk go to the passive view, from which HyParView fills
-            // the active view: this is how a small group that formed apart from the rest
-            // of the topic (everyone subscribed at once) links up with it.
-            let delay = t.walk_backoff;
-            t.walk_backoff = (t.walk_backoff * 2).min(dc.retry_max);
-            t.next_walk = now + delay;
-            1
+            (dc.walk_fanout, dc.walk_length)
         } else {
-            // Maintenance walk, with jitter so members do not walk in lockstep.
-            let jitter = self.rng.gen_range(0.5..1.5);
-            t.next_walk = now + dc.maintenance_interval.mul_f64(jitter);
-            1
+            // Far walks, looking for other parts of the topic's overlay (and, for a view
+            // below capacity, for members to fill it): soon after a change of neighbours,
+            // then backing off to the maintenance interval.
+            let cap = if under_full {
+                dc.retry_max
+            } else {
+                dc.maintenance_interval
+            };
+            let delay = t
+                .walk_backoff
+                .min(cap)
+                .mul_f64(self.rng.gen_range(0.5..1.5));
+            t.walk_backoff = (t.walk_backoff * 2).min(cap);
+            t.next_walk = now + delay;
+            (1, dc.walk_length + dc.walk_skip)
         };
         let mut targets = self.global.active();
         targets.shuffle(&mut self.rng);
@@ -1066,7 +1078,7 @@ impl State {
                 Message::Discovery(DiscoveryMsg::FindTopic {
                     topic,
                     origin: self.me.clone(),
-                    ttl: dc.walk_length,
+                    ttl,
                 }),
             );
         }
@@ -1084,22 +1096,22 @@ impl State {
                 if origin.id == self.me.id {
                     return;
                 }
-                let mut members: Vec<PeerInfo> = Vec::new();
-                let mut recent = Vec::new();
-                if let Some(t) = self.topics.get(&topic) {
-                    members.push(self.me.clone());
-                    recent = t.plumtree.recent_ids(dc.answer_recent);
-                }
-                members.extend(
-                    self.directory
-                        .neighbors_on(&topic)
-                        .into_iter()
-                        .filter_map(|p| self.global.peer_info(&p)),
-                );
-                members.extend(self.directory.hints(&topic));
-                members.retain(|p| p.id != origin.id);
-                members.truncate(dc.answer_peers);
-                if !members.is_empty() {
+                let ttl = ttl.min(dc.walk_length + dc.walk_skip);
+                let looking = ttl <= dc.walk_length;
+                if let Some(t) = self.topics.get(&topic).filter(|_| looking) {
+                    // A member answers: itself first, then members it knows.
+                    let mut members = vec![self.me.clone()];
+                    members.extend(
+                        t.membership
+                            .active()
+                            .iter()
+                            .filter_map(|p| t.membership.peer_info(p)),
+                    );
+                    members.retain(|p| p.id != origin.id);
+                    members.truncate(dc.answer_peers);
+                    let recent = t
+                        .plumtree
+                        .settled_ids(dc.answer_recent, now - dc.settled_after);
                     self.events.push_back(Event::LearnedPeer(origin.clone()));
                     self.send(
                         origin.id,
@@ -1111,24 +1123,38 @@ impl State {
                     );
                     return;
                 }
-                let ttl = ttl.min(dc.walk_length);
-                if ttl == 0 {
-                    return;
-                }
-                let next: Vec<PeerId> = self
-                    .global
-                    .active()
+                // Not a member: hand the walk to a member we know of, else walk on.
+                let mut known: Vec<PeerInfo> = self
+                    .directory
+                    .neighbors_on(&topic)
                     .into_iter()
-                    .filter(|p| *p != from && *p != origin.id)
+                    .filter_map(|p| self.global.peer_info(&p))
                     .collect();
-                if let Some(&p) = next.choose(&mut self.rng) {
+                known.extend(self.directory.hints(&topic));
+                known.retain(|p| p.id != origin.id && p.id != from);
+                if !looking {
+                    known.clear();
+                }
+                let next = match known.choose(&mut self.rng) {
+                    Some(member) => {
+                        self.events.push_back(Event::LearnedPeer(member.clone()));
+                        Some((member.id, ttl))
+                    }
+                    None if ttl > 0 => {
+                        let candidates: Vec<PeerId> = self
+                            .global
+                            .active()
+                            .into_iter()
+                            .filter(|p| *p != from && *p != origin.id)
+                            .collect();
+                        candidates.choose(&mut self.rng).map(|&p| (p, ttl - 1))
+                    }
+                    None => None,
+                };
+                if let Some((p, ttl)) = next {
                     self.send(
                         p,
-                        Message::Discovery(DiscoveryMsg::FindTopic {
-                            topic,
-                            origin,
-                            ttl: ttl - 1,
-                        }),
+                        Message::Discovery(DiscoveryMsg::FindTopic { topic, origin, ttl }),
                     );
                 }
             }
@@ -1153,12 +1179,17 @@ impl State {
                 // from a member that has seen broadcasts we have not means a separate part
                 // of the topic's overlay (formed apart, or split by a partition): joining
                 // it merges the two.
-                let separate = recent.iter().any(|id| !t.plumtree.is_known(id));
+                let ours = t.plumtree.settled_ids(1, now - dc.settled_after);
+                let separate = recent.iter().any(|id| !t.plumtree.is_known(id))
+                    || (recent.is_empty() && !ours.is_empty());
                 let alone = t.membership.active().is_empty();
                 for p in peers.iter().skip(1) {
                     t.membership.add_passive(p.clone());
                 }
                 if alone || separate {
+                    if separate && !alone {
+                        self.counters.merge_joins += 1;
+                    }
                     let mut ev = Vec::new();
                     t.membership.join(first, now, &mut ev);
                     self.on_topic_membership(topic, ev, now);

@@ -305,6 +305,18 @@ impl State {
         self.cache_order.iter().rev().take(n).copied().collect()
     }
 
+    /// Up to `n` ids of the newest cached broadcasts that were cached no later than
+    /// `before`, newest first: every member of the same overlay has had them for a while.
+    pub fn settled_ids(&self, n: usize, before: Time) -> Vec<MessageId> {
+        self.cache_order
+            .iter()
+            .rev()
+            .filter(|id| self.cache.get(*id).is_some_and(|e| e.at <= before))
+            .take(n)
+            .copied()
+            .collect()
+    }
+
     /// The eager (tree) neighbours.
     pub fn eager_peers(&self) -> Vec<PeerId> {
         self.eager.iter().copied().collect()
