@@ -266,6 +266,10 @@ pub struct State {
     events: VecDeque<Event>,
     counters: Counters,
     left: bool,
+    /// Bootstrap contacts, retried while the node has no network-wide neighbour.
+    bootstrap: Vec<PeerInfo>,
+    next_bootstrap: Option<Time>,
+    bootstrap_backoff: Duration,
 }
 
 impl std::fmt::Debug for State {
@@ -298,6 +302,9 @@ impl State {
             events: VecDeque::new(),
             counters: Counters::default(),
             left: false,
+            bootstrap: Vec::new(),
+            next_bootstrap: None,
+            bootstrap_backoff: Duration::ZERO,
         }
     }
 
@@ -393,13 +400,26 @@ impl State {
         self.global.is_active(peer) || self.topics.values().any(|t| t.membership.is_active(peer))
     }
 
-    /// Joins the network through `contacts` (bootstrap peers).
+    /// Joins the network through `contacts` (bootstrap peers). While the node has no
+    /// network-wide neighbour it retries them, backing off from 1 s to 30 s, so a node whose
+    /// contacts were briefly unreachable is not left alone.
     pub fn join(&mut self, contacts: Vec<PeerInfo>, now: Time) {
-        let mut ev = Vec::new();
         for c in contacts.into_iter().filter(|c| c.id != self.me.id) {
             self.events.push_back(Event::LearnedPeer(c.clone()));
+            self.bootstrap.retain(|b| b.id != c.id);
+            self.bootstrap.push(c);
+        }
+        self.bootstrap_backoff = self.config.discovery.retry_min;
+        self.join_bootstrap(now);
+    }
+
+    fn join_bootstrap(&mut self, now: Time) {
+        let mut ev = Vec::new();
+        for c in self.bootstrap.clone() {
             self.global.join(c, now, &mut ev);
         }
+        self.next_bootstrap = Some(now + self.bootstrap_backoff);
+        self.bootstrap_backoff = (self.bootstrap_backoff * 2).min(self.config.discovery.retry_max);
         self.on_global(ev, now);
     }
 
@@ -616,6 +636,9 @@ impl State {
     /// When [`State::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Time> {
         let mut t = time::earliest(self.global.poll_timeout(), self.swim.poll_timeout());
+        if self.global.active().is_empty() {
+            t = time::earliest(t, self.next_bootstrap);
+        }
         for topic in self.topics.values() {
             t = time::earliest(t, topic.membership.poll_timeout());
             t = time::earliest(t, topic.plumtree.poll_timeout());
@@ -630,6 +653,20 @@ impl State {
     pub fn handle_timeout(&mut self, now: Time) {
         if self.left {
             return;
+        }
+        if self.global.active().is_empty() && self.next_bootstrap.is_some_and(|t| t <= now) {
+            self.join_bootstrap(now);
+        }
+        if self.global.active().is_empty() {
+            // Cut off from the network-wide overlay (every neighbour and backup failed) but
+            // still in a topic's: its members are live contacts to rejoin through.
+            for t in self.topics.values() {
+                for p in t.membership.active() {
+                    if let Some(info) = t.membership.peer_info(&p) {
+                        self.global.add_passive(info);
+                    }
+                }
+            }
         }
         let mut ev = Vec::new();
         self.global.handle_timeout(now, &mut ev);
