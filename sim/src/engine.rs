@@ -46,7 +46,9 @@ impl Default for NetConfig {
 /// Verifies each distinct (id, signature) once for all simulated nodes: every node still
 /// gets the true answer, the simulator just does not pay for the same check 10,000 times.
 #[derive(Clone, Default)]
-pub struct SharedVerify(Arc<Mutex<HashMap<(MessageId, [u8; 64]), bool>>>);
+pub struct SharedVerify(Arc<Mutex<VerifyMemo>>);
+
+type VerifyMemo = HashMap<(MessageId, [u8; 64]), bool>;
 
 impl Verify for SharedVerify {
     fn verify(&mut self, id: &MessageId, content: &Broadcast) -> bool {
@@ -63,9 +65,16 @@ impl Verify for SharedVerify {
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { to: u32, from: u32, msg: Message },
+    Deliver {
+        to: u32,
+        from: u32,
+        msg: Box<Message>,
+    },
     Wake(u32),
-    DialFailed { node: u32, peer: u32 },
+    DialFailed {
+        node: u32,
+        peer: u32,
+    },
 }
 
 struct Queued {
@@ -372,47 +381,16 @@ impl Sim {
             }
             None => self.traffic.control += 1,
         }
-        if std::env::var_os("STARLING_SIM_TRACE").is_some() {
-            if let Message::Discovery(d) = &msg {
-                let kind = match d {
-                    starling_core::wire::DiscoveryMsg::Topics(_) => "topics",
-                    starling_core::wire::DiscoveryMsg::FindTopic { origin, ttl, .. } => {
-                        eprintln!(
-                            "t={} {from}->{to} find origin={:?} ttl={ttl}",
-                            self.now.as_millis() % 100000,
-                            self.index_of(&origin.id)
-                        );
-                        "find"
-                    }
-                    starling_core::wire::DiscoveryMsg::TopicPeers { peers, recent, .. } => {
-                        eprintln!(
-                            "t={} {from}->{to} answer peers={:?} recent={}",
-                            self.now.as_millis() % 100000,
-                            peers
-                                .iter()
-                                .filter_map(|p| self.index_of(&p.id))
-                                .collect::<Vec<_>>(),
-                            recent.len()
-                        );
-                        "answer"
-                    }
-                };
-                let _ = kind;
-            }
-            if let Message::Topic {
-                msg: TopicMsg::Membership(m),
-                ..
-            } = &msg
-            {
-                eprintln!(
-                    "t={} {from}->{to} topic {m:?}",
-                    self.now.as_millis() % 100000
-                );
-            }
-        }
         self.connected.insert((from.min(to), from.max(to)));
         let at = self.now + self.latency(from, to);
-        self.push(at, Ev::Deliver { to, from, msg });
+        self.push(
+            at,
+            Ev::Deliver {
+                to,
+                from,
+                msg: Box::new(msg),
+            },
+        );
     }
 
     /// Processes events until virtual time `until` (inclusive).
@@ -431,7 +409,7 @@ impl Sim {
                     let from_id = self.nodes[from as usize].id;
                     let now = self.now;
                     if let Some(s) = self.nodes[to as usize].state.as_mut() {
-                        s.handle_message(from_id, msg, now);
+                        s.handle_message(from_id, *msg, now);
                         self.drain(to);
                     }
                 }

@@ -75,6 +75,11 @@ pub struct Report {
     pub isolated_nodes: usize,
     /// Active-view links that are not mutual, at the end.
     pub view_asymmetry: usize,
+    /// Connected components of the network-wide overlay among live nodes, at the end (1:
+    /// one overlay).
+    pub network_components: usize,
+    /// Connected components of the topic's overlay among live subscribers, at the end.
+    pub topic_components: usize,
     /// Messages delivered twice to one application (must be 0).
     pub duplicate_deliveries: u64,
     /// Mass failure: fraction of survivors that eventually delivered the first broadcast
@@ -103,10 +108,11 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crash_undetected: Option<usize>,
     /// Presence: a late joiner's time from subscribing to knowing the whole online set
-    /// (it finds a member through its network neighbours, joins it, and gets its snapshot).
+    /// (including discovery: it finds a member, joins it, and gets its snapshot).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub late_join_ms: Option<f64>,
-    /// The same in round trips to its first topic neighbour.
+    /// Presence: round trips to its first topic neighbour from sending the join to knowing
+    /// the whole online set (1.0: the snapshot came with the neighbour's accept).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub late_join_rtts: Option<f64>,
     /// Sparse topic: payload messages received by nodes not subscribed (must be 0).
@@ -332,122 +338,8 @@ fn finish(
             }
         }
     }
-    if std::env::var_os("STARLING_SIM_DEBUG").is_some() {
-        let mut total = proto::plumtree::Counters::default();
-        let mut eager = 0;
-        let mut lazy = 0;
-        for &i in &live {
-            if let Some(c) = sim.state(i).and_then(|s| s.topic_counters(&topic())) {
-                total.payloads_received += c.payloads_received;
-                total.duplicates += c.duplicates;
-                total.grafts_sent += c.grafts_sent;
-                total.prunes_sent += c.prunes_sent;
-                total.ihaves_received += c.ihaves_received;
-                total.grafts_missed += c.grafts_missed;
-            }
-            if let Some(s) = sim.state(i) {
-                let (e, l) = s.topic_tree(&topic());
-                eager += e.len();
-                lazy += l.len();
-            }
-        }
-        eprintln!("plumtree totals: {total:?}; eager links {eager}, lazy links {lazy}");
-        // Components of the topic overlay among live subscribers.
-        let members: Vec<u32> = subscribers
-            .iter()
-            .copied()
-            .filter(|&i| sim.alive(i))
-            .collect();
-        let mut comp: HashMap<u32, usize> = HashMap::new();
-        let mut sizes = Vec::new();
-        for &m in &members {
-            if comp.contains_key(&m) {
-                continue;
-            }
-            let c = sizes.len();
-            let mut stack = vec![m];
-            let mut size = 0;
-            comp.insert(m, c);
-            while let Some(x) = stack.pop() {
-                size += 1;
-                let Some(s) = sim.state(x) else { continue };
-                for p in s.topic_neighbors(&topic()) {
-                    if let Some(j) = sim.index_of(&p) {
-                        if sim.alive(j) && !comp.contains_key(&j) {
-                            comp.insert(j, c);
-                            stack.push(j);
-                        }
-                    }
-                }
-            }
-            sizes.push(size);
-        }
-        eprintln!("topic overlay components (sizes): {sizes:?}");
-        let mut seen: HashSet<u32> = HashSet::new();
-        let mut gsizes = Vec::new();
-        for &m in &live {
-            if !seen.insert(m) {
-                continue;
-            }
-            let mut stack = vec![m];
-            let mut size = 0;
-            while let Some(x) = stack.pop() {
-                size += 1;
-                let Some(s) = sim.state(x) else { continue };
-                for p in s.neighbors() {
-                    if let Some(j) = sim.index_of(&p) {
-                        if sim.alive(j) && seen.insert(j) {
-                            stack.push(j);
-                        }
-                    }
-                }
-            }
-            gsizes.push(size);
-        }
-        eprintln!("global overlay components (sizes): {gsizes:?}");
-        if let Some(&m0) = members.first() {
-            // BFS distances over the global overlay from the first member to all others.
-            let mut dist: HashMap<u32, u32> = HashMap::new();
-            let mut q = std::collections::VecDeque::from([m0]);
-            dist.insert(m0, 0);
-            while let Some(x) = q.pop_front() {
-                let d = dist[&x];
-                let Some(s) = sim.state(x) else { continue };
-                for p in s.neighbors() {
-                    if let Some(j) = sim.index_of(&p) {
-                        if !dist.contains_key(&j) {
-                            dist.insert(j, d + 1);
-                            q.push_back(j);
-                        }
-                    }
-                }
-            }
-            let ds: Vec<(u32, Option<usize>, u32)> = members
-                .iter()
-                .map(|m| (*m, comp.get(m).copied(), dist.get(m).copied().unwrap_or(99)))
-                .collect();
-            eprintln!("global distance from member {m0}: {ds:?}");
-            let mut hist = std::collections::BTreeMap::new();
-            for d in dist.values() {
-                *hist.entry(*d).or_insert(0) += 1;
-            }
-            eprintln!("distance histogram: {hist:?}");
-        }
-        if members.len() <= 30 {
-            for &m in &members {
-                let Some(s) = sim.state(m) else { continue };
-                let idx = |v: Vec<starling_core::identity::PeerId>| -> Vec<u32> {
-                    v.iter().filter_map(|p| sim.index_of(p)).collect()
-                };
-                eprintln!(
-                    "member {m} comp {:?}: topic active {:?} global active {:?}",
-                    comp.get(&m),
-                    idx(s.topic_neighbors(&topic())),
-                    idx(s.neighbors()),
-                );
-            }
-        }
-    }
+    report.topic_components = components(sim, subscribers, |s| s.topic_neighbors(&topic()));
+    report.network_components = components(sim, &live, |s| s.neighbors());
     report.isolated_nodes = isolated;
     report.view_asymmetry = asym;
     report.duplicate_deliveries = tr.duplicates;
@@ -459,6 +351,36 @@ fn finish(
     report.control_msgs_per_node =
         (sim.traffic.control - control_from.0) as f64 / live.len().max(1) as f64 / secs;
     report.events = sim.events;
+}
+
+/// The number of connected components among the live nodes of `nodes`, following the
+/// links `links` gives.
+fn components(
+    sim: &Sim,
+    nodes: &[u32],
+    links: impl Fn(&proto::State) -> Vec<starling_core::identity::PeerId>,
+) -> usize {
+    let members: HashSet<u32> = nodes.iter().copied().filter(|&i| sim.alive(i)).collect();
+    let mut seen: HashSet<u32> = HashSet::new();
+    let mut count = 0;
+    for &m in &members {
+        if !seen.insert(m) {
+            continue;
+        }
+        count += 1;
+        let mut stack = vec![m];
+        while let Some(x) = stack.pop() {
+            let Some(s) = sim.state(x) else { continue };
+            for p in links(s) {
+                if let Some(j) = sim.index_of(&p).filter(|j| members.contains(j)) {
+                    if seen.insert(j) {
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+    }
+    count
 }
 
 /// Runs one scenario.
@@ -523,6 +445,13 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
             // stable: one publisher, as in the Plumtree paper's stable-network figures;
             // stable-multi and sparse-topic: a random subscriber publishes each message.
             let single = random_member(&mut sim, &subscribers);
+            // Two unmeasured warm-up broadcasts build the tree (the paper's RMR ≈ 0 holds
+            // "after the first couple of broadcasts"; the first one floods).
+            for _ in 0..2 {
+                publish(&mut sim, &mut tr, single);
+                run(&mut sim, &mut tr, Duration::from_secs(1));
+            }
+            let warmup = tr.published.len();
             let mut outcomes = Vec::new();
             for _ in 0..p.broadcasts {
                 let publisher = if p.scenario == "stable" {
@@ -535,7 +464,7 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
             }
             run(&mut sim, &mut tr, Duration::from_secs(5));
             let expected: HashSet<u32> = subscribers.iter().copied().collect();
-            for b in &tr.published {
+            for b in &tr.published[warmup..] {
                 outcomes.push(outcome(&sim, &tr, b, &expected));
             }
             summarize(&mut report, &outcomes);
@@ -702,13 +631,6 @@ fn partition_heal(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, subs: &[
         publish(sim, tr, p);
         run(sim, tr, Duration::from_secs(1));
     }
-    if std::env::var_os("STARLING_SIM_DEBUG").is_some() {
-        let expected: HashSet<u32> = subs.iter().copied().collect();
-        for b in tr.published.iter().step_by(10) {
-            let o = outcome(sim, tr, b, &expected);
-            eprintln!("during partition: delivered {}/{}", o.delivered, o.expected);
-        }
-    }
     sim.heal();
     let healed_at = sim.now;
     let first = tr.published.len();
@@ -738,13 +660,6 @@ fn presence(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, members: &[u32
         all_see(sim, members, members)
     });
     report.presence_converge_ms = converged.map(|t| ms(t.saturating_since(announced)));
-    if std::env::var_os("STARLING_SIM_DEBUG").is_some() {
-        let counts: Vec<usize> = members
-            .iter()
-            .filter_map(|&m| sim.state(m).map(|s| s.online(&topic()).len()))
-            .collect();
-        eprintln!("online counts after convergence wait: {counts:?}");
-    }
     run(sim, tr, Duration::from_secs(5));
 
     // Crash 5% of the members (at least one).
@@ -795,9 +710,9 @@ fn presence(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, members: &[u32
         sim.state(joiner)
             .is_some_and(|s| !s.topic_neighbors(&topic()).is_empty())
     });
-    if first_neighbor.is_none() {
+    let Some(up_at) = first_neighbor else {
         return;
-    }
+    };
     let neighbor = sim
         .state(joiner)
         .and_then(|s| s.topic_neighbors(&topic()).first().copied())
@@ -806,10 +721,11 @@ fn presence(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, members: &[u32
         all_see(sim, &[joiner], &survivors)
     });
     if let (Some(t), Some(nb)) = (full, neighbor) {
-        let d = t.saturating_since(subscribed_at);
-        report.late_join_ms = Some(ms(d));
-        report.late_join_rtts =
-            Some(d.as_secs_f64() / (2.0 * sim.latency(joiner, nb).as_secs_f64()));
+        report.late_join_ms = Some(ms(t.saturating_since(subscribed_at)));
+        // The neighbour's accept arrives one round trip after the join left, together with
+        // its snapshot: count from the join leaving.
+        let rtt = 2.0 * sim.latency(joiner, nb).as_secs_f64();
+        report.late_join_rtts = Some(t.saturating_since(up_at).as_secs_f64() / rtt + 1.0);
     }
 }
 
