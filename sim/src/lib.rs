@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use starling_core::proto::{self, Time};
 use starling_core::wire::{MessageId, TopicId};
 
@@ -43,7 +43,8 @@ pub struct Params {
 }
 
 /// One run's results (one JSON line with `--json`).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
