@@ -143,6 +143,8 @@ pub struct Traffic {
     pub control: u64,
     /// Messages lost to loss, crashes or partitions.
     pub lost: u64,
+    /// Topic active-view changes (neighbour up and down events), a measure of overlay churn.
+    pub topic_view_changes: u64,
 }
 
 /// The simulated network.
@@ -334,6 +336,9 @@ impl Sim {
                 Event::Send(to, msg) => self.send(i, to, msg),
                 Event::Deliver(d) => self.observed.push(Observed::Delivered { node: i, d }),
                 Event::Presence(ev) => self.observed.push(Observed::Presence { node: i, ev }),
+                Event::TopicNeighborUp(..) | Event::TopicNeighborDown(..) => {
+                    self.traffic.topic_view_changes += 1
+                }
                 _ => {}
             }
         }

@@ -81,6 +81,13 @@ pub struct Report {
     pub network_components: usize,
     /// Connected components of the topic's overlay among live subscribers, at the end.
     pub topic_components: usize,
+    /// Joins made because discovery found a separate part of the topic's overlay (summed
+    /// over live nodes).
+    pub merge_joins: u64,
+    /// Topic active-view changes during the measurement, per node (overlay churn).
+    pub topic_view_changes_per_node: f64,
+    /// Failure-detector verdicts over the whole run (false ones, where nothing crashed).
+    pub declared_dead: u64,
     /// Messages delivered twice to one application (must be 0).
     pub duplicate_deliveries: u64,
     /// Mass failure: fraction of survivors that eventually delivered the first broadcast
@@ -303,13 +310,7 @@ fn summarize(report: &mut Report, outcomes: &[Outcome]) {
     report.latency_p99_ms = percentile(&lat, 0.99);
 }
 
-fn finish(
-    sim: &Sim,
-    tr: &Tracker,
-    report: &mut Report,
-    subscribers: &[u32],
-    control_from: (u64, Time),
-) {
+fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], from: Baseline) {
     let live = sim.live();
     let subs: HashSet<u32> = subscribers.iter().copied().collect();
     let mut isolated = 0;
@@ -339,18 +340,26 @@ fn finish(
             }
         }
     }
+    report.declared_dead = live
+        .iter()
+        .filter_map(|&i| sim.state(i))
+        .map(|s| s.counters().declared_dead)
+        .sum();
+    report.merge_joins = live
+        .iter()
+        .filter_map(|&i| sim.state(i))
+        .map(|s| s.counters().merge_joins)
+        .sum();
     report.topic_components = components(sim, subscribers, |s| s.topic_neighbors(&topic()));
     report.network_components = components(sim, &live, |s| s.neighbors());
     report.isolated_nodes = isolated;
     report.view_asymmetry = asym;
     report.duplicate_deliveries = tr.duplicates;
-    let secs = sim
-        .now
-        .saturating_since(control_from.1)
-        .as_secs_f64()
-        .max(1e-9);
+    let secs = sim.now.saturating_since(from.at).as_secs_f64().max(1e-9);
     report.control_msgs_per_node =
-        (sim.traffic.control - control_from.0) as f64 / live.len().max(1) as f64 / secs;
+        (sim.traffic.control - from.control) as f64 / live.len().max(1) as f64 / secs;
+    report.topic_view_changes_per_node =
+        (sim.traffic.topic_view_changes - from.view_changes) as f64 / live.len().max(1) as f64;
     report.events = sim.events;
 }
 
@@ -382,6 +391,13 @@ fn components(
         }
     }
     count
+}
+
+/// Counters at the start of the measurement.
+struct Baseline {
+    at: Time,
+    control: u64,
+    view_changes: u64,
 }
 
 /// Runs one scenario.
@@ -440,7 +456,11 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
         _ => all.clone(),
     };
     subscribe(&mut sim, &mut tr, &subscribers);
-    let control_from = (sim.traffic.control, sim.now);
+    let baseline = Baseline {
+        at: sim.now,
+        control: sim.traffic.control,
+        view_changes: sim.traffic.topic_view_changes,
+    };
     match p.scenario.as_str() {
         "stable" | "stable-multi" | "sparse-topic" => {
             // stable: one publisher, as in the Plumtree paper's stable-network figures;
@@ -492,7 +512,7 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
     } else {
         subscribers.clone()
     };
-    finish(&sim, &tr, &mut report, &final_subs, control_from);
+    finish(&sim, &tr, &mut report, &final_subs, baseline);
     report.sim_s = sim.now.saturating_since(start).as_secs_f64();
     report.wall_s = wall.elapsed().as_secs_f64();
     Ok(report)

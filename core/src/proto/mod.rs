@@ -238,6 +238,8 @@ pub struct Counters {
     pub not_member: u64,
     /// Joins made because discovery found a separate part of a topic's overlay.
     pub merge_joins: u64,
+    /// Peers the failure detector declared dead.
+    pub declared_dead: u64,
 }
 
 struct Topic {
@@ -741,7 +743,10 @@ impl State {
         for e in events {
             match e {
                 swim::OutEvent::Send(p, m) => self.send(p, Message::Swim(m)),
-                swim::OutEvent::PeerDead(p) => self.peer_failed(p, Failure::Dead, now),
+                swim::OutEvent::PeerDead(p) => {
+                    self.counters.declared_dead += 1;
+                    self.peer_failed(p, Failure::Dead, now)
+                }
             }
         }
     }
@@ -1220,8 +1225,12 @@ impl State {
                 let separate = recent.iter().any(|id| !t.plumtree.is_known(id))
                     || (recent.is_empty() && !ours.is_empty());
                 let alone = t.membership.active().is_empty();
-                for p in peers.iter().skip(1) {
-                    t.membership.add_passive(p.clone());
+                let under_full =
+                    t.membership.active().len() < self.config.topic_membership.active_view_capacity;
+                if alone || separate || under_full {
+                    for p in peers.iter().skip(1) {
+                        t.membership.add_passive(p.clone());
+                    }
                 }
                 if alone || separate {
                     if separate && !alone {
@@ -1230,7 +1239,7 @@ impl State {
                     let mut ev = Vec::new();
                     t.membership.join(first, now, &mut ev);
                     self.on_topic_membership(topic, ev, now);
-                } else {
+                } else if under_full {
                     t.membership.add_passive(first);
                 }
             }
