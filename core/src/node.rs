@@ -528,7 +528,9 @@ pub(crate) fn parse_peer(input: &str) -> Result<JoinTarget, Error> {
         .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
         .collect();
     if addrs.is_empty() {
-        return Err(bad("resolves to no usable address (port 0 or unspecified IP)"));
+        return Err(bad(
+            "resolves to no usable address (port 0 or unspecified IP)",
+        ));
     }
     Ok(JoinTarget { id, addrs })
 }
@@ -824,8 +826,7 @@ impl Node {
         };
         let (tx, rx) = oneshot::channel();
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
-        if let Some(Ok(())) = block_on_until(self.commands.send(Command::Shutdown(tx)), deadline)
-        {
+        if let Some(Ok(())) = block_on_until(self.commands.send(Command::Shutdown(tx)), deadline) {
             let _ = block_on_until(rx, deadline);
         }
         // Safe inside an async context, unlike dropping the runtime.

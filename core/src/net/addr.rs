@@ -126,6 +126,8 @@ mod tests {
         let bound: SocketAddr = "127.0.0.1:7".parse().unwrap();
         assert_eq!(advertised_addrs(bound), vec![bound]);
         let any = advertised_addrs("0.0.0.0:9".parse().unwrap());
-        assert!(any.iter().all(|a| a.port() == 9 && !a.ip().is_unspecified()));
+        assert!(any
+            .iter()
+            .all(|a| a.port() == 9 && !a.ip().is_unspecified()));
     }
 }

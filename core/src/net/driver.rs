@@ -33,8 +33,8 @@ use tracing::Instrument;
 
 use super::addr::{decode_addrs, encode_addrs};
 use super::queue::Queue;
-use super::transport::{Connection, Endpoint, StreamClass, TransportError, CODE_NORMAL};
 use super::transport::CODE_PROTOCOL_VIOLATION;
+use super::transport::{Connection, Endpoint, StreamClass, TransportError, CODE_NORMAL};
 use crate::identity::PeerId;
 use crate::node::{Error, Item, Message as AppMessage, NetEvent, Receipt, Stats};
 use crate::proto::presence::Entry;
@@ -59,6 +59,8 @@ const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// A connection to a peer that is no neighbour, idle this long, is closed.
 const IDLE_CLOSE: Duration = Duration::from_secs(30);
+/// Longest wait at shutdown for queued frames to be acknowledged.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Inputs handled per wake-up before events are drained (bounds latency under load).
 const BATCH: usize = 64;
 
@@ -481,11 +483,11 @@ impl Driver {
                         payload: d.payload,
                         hops: d.hops,
                     };
-                    self.to_subscribers(topic, Item::Message(msg));
+                    self.deliver_to_subscribers(topic, Item::Message(msg));
                 }
                 Event::Presence(p) => {
                     let topic = p.topic;
-                    self.to_subscribers(topic, Item::Presence(p));
+                    self.deliver_to_subscribers(topic, Item::Presence(p));
                 }
                 Event::Rejected { peer, reason } => {
                     tracing::debug!(peer = %peer.short(), ?reason, "broadcast refused");
@@ -494,7 +496,7 @@ impl Driver {
         }
     }
 
-    fn to_subscribers(&mut self, topic: TopicId, item: Item) {
+    fn deliver_to_subscribers(&mut self, topic: TopicId, item: Item) {
         let Some(list) = self.subs.get(&topic) else {
             return;
         };
@@ -766,7 +768,8 @@ impl Driver {
                 if let Some(slot) = self.peers.get_mut(&peer) {
                     if slot.conn.as_ref().is_some_and(|c| c.id == conn) {
                         if let Some(c) = slot.conn.take() {
-                            c.conn.close_with(CODE_PROTOCOL_VIOLATION, "undecodable frame");
+                            c.conn
+                                .close_with(CODE_PROTOCOL_VIOLATION, "undecodable frame");
                         }
                         let now = self.clock.now();
                         self.state.peer_failed(peer, Failure::Disconnected, now);
@@ -777,7 +780,7 @@ impl Driver {
                 let Some(slot) = self.peers.get_mut(&peer) else {
                     return;
                 };
-                if !slot.conn.as_ref().is_some_and(|c| c.id == conn) {
+                if slot.conn.as_ref().is_none_or(|c| c.id != conn) {
                     return; // a replaced connection
                 }
                 slot.conn = None;
@@ -850,8 +853,7 @@ impl Driver {
         let mut idle = Vec::new();
         for (peer, slot) in &self.peers {
             if let Some(c) = &slot.conn {
-                if now.duration_since(c.last_active) > IDLE_CLOSE && !self.state.is_neighbor(peer)
-                {
+                if now.duration_since(c.last_active) > IDLE_CLOSE && !self.state.is_neighbor(peer) {
                     idle.push(*peer);
                 }
             }
@@ -894,16 +896,25 @@ impl Driver {
         for q in &self.watchers {
             q.close_writer();
         }
-        let conns: Vec<Conn> = self.peers.values_mut().filter_map(|s| s.conn.take()).collect();
+        let conns: Vec<Conn> = self
+            .peers
+            .values_mut()
+            .filter_map(|s| s.conn.take())
+            .collect();
         // Dropping the senders lets each writer finish its queue and stop.
         let mut flushes = Vec::new();
         for c in conns {
             let Conn { conn, writers, .. } = c;
+            // A live peer acknowledges within a few round trips; a dead one never does.
+            let patience = (conn.rtt() * 4 + Duration::from_millis(50)).min(FLUSH_TIMEOUT);
             flushes.push(tokio::spawn(async move {
-                for w in writers {
-                    let _ = w.await;
-                }
-                conn.finish().await;
+                let flush = async {
+                    for w in writers {
+                        let _ = w.await;
+                    }
+                    conn.finish().await;
+                };
+                let _ = tokio::time::timeout(patience, flush).await;
                 conn.close("shutdown");
             }));
         }
@@ -912,14 +923,16 @@ impl Driver {
                 let _ = f.await;
             }
         };
-        if tokio::time::timeout(Duration::from_secs(1), flush_all)
+        if tokio::time::timeout(FLUSH_TIMEOUT, flush_all)
             .await
             .is_err()
         {
             tracing::debug!("flush timed out");
         }
         self.endpoint.close();
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+        // The close packets go out at once; this only gives the endpoint a moment to send
+        // them (waiting for full idleness would wait out dead peers' close timeouts).
+        let _ = tokio::time::timeout(Duration::from_millis(50), self.endpoint.wait_idle()).await;
         tracing::info!("shut down");
     }
 }

@@ -173,7 +173,10 @@ mod tests {
         ));
         q.push(5);
         q.close_writer();
-        assert!(matches!(q.pop_timeout(Duration::from_secs(5)), Pop::Item(5)));
+        assert!(matches!(
+            q.pop_timeout(Duration::from_secs(5)),
+            Pop::Item(5)
+        ));
         assert!(matches!(q.pop_timeout(Duration::from_secs(5)), Pop::Ended));
         q.close_reader();
         assert_eq!(q.push(6), (false, false));
