@@ -242,7 +242,11 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize) -> Value {
         std::thread::sleep(Duration::from_millis(5));
     }
     let expected = (sent * (nodes.len() - 1)) as u64;
-    let delivered = || recs.iter().map(|r| r.lock().unwrap().delivered).sum::<u64>();
+    let delivered = || {
+        recs.iter()
+            .map(|r| r.lock().unwrap().delivered)
+            .sum::<u64>()
+    };
     wait_until(Duration::from_secs(20), || delivered() >= expected);
     let bytes = total_bytes_out(&nodes) - bytes_before;
     stop.store(true, Ordering::Relaxed);
@@ -342,9 +346,7 @@ fn churn_workload(args: &Args) -> Value {
     for e in &events {
         while e.try_recv().is_ok() {}
     }
-    let kill: Vec<usize> = (0..nodes.len())
-        .filter(|i| i % 10 == 5)
-        .collect();
+    let kill: Vec<usize> = (0..nodes.len()).filter(|i| i % 10 == 5).collect();
     let killed: Vec<PeerId> = kill.iter().map(|&i| nodes[i].id()).collect();
     let t0 = Instant::now();
     for &i in &kill {
@@ -368,11 +370,9 @@ fn churn_workload(args: &Args) -> Value {
                     NetEvent::NeighborDown(p) if killed.contains(&p) => {
                         down_at.entry(i).or_insert_with(Instant::now);
                     }
-                    NetEvent::NeighborUp(_) if !done[i] => {
-                        if down_at.contains_key(&i) {
-                            done[i] = true;
-                            replace.push(t0.elapsed().as_secs_f64() * 1000.0);
-                        }
+                    NetEvent::NeighborUp(_) if !done[i] && down_at.contains_key(&i) => {
+                        done[i] = true;
+                        replace.push(t0.elapsed().as_secs_f64() * 1000.0);
                     }
                     _ => {}
                 }
@@ -501,7 +501,10 @@ fn main() {
         json!({"suite": "node", "workload": "verify", "verify_limit_msgs_per_s": verify}),
     );
     emit(&args, broadcast_workload(&args, "one_publisher", 1));
-    emit(&args, broadcast_workload(&args, "many_publishers", args.nodes));
+    emit(
+        &args,
+        broadcast_workload(&args, "many_publishers", args.nodes),
+    );
     emit(&args, throughput_workload(&args, verify));
     emit(&args, churn_workload(&args));
     emit(&args, idle_workload(&args));
