@@ -2,10 +2,17 @@
 //!
 //! - [`transport`]: QUIC endpoints and connections whose TLS identity is the node's
 //!   Ed25519 key, with length-prefixed frames on two stream classes.
+//! - [`addr`]: the transport address carried in [`PeerInfo`](crate::wire::PeerInfo).
+//! - `driver` (internal): the actor that owns the protocol state and drives it over the
+//!   transport; `queue` (internal): the bounded queues to the application. The public
+//!   face of both is [`crate::node`].
 //!
 //! The simulator builds without this module (`--no-default-features`), so nothing in
 //! `proto`, `wire` or `identity` depends on it.
 
+pub mod addr;
+pub(crate) mod driver;
+pub(crate) mod queue;
 pub mod transport;
 
 pub use transport::{

@@ -753,6 +753,12 @@ impl Endpoint {
         self.incoming.lock().await.recv().await
     }
 
+    /// Waits until every connection has finished closing (its close was sent and
+    /// acknowledged or timed out), so a close is not cut short by dropping the endpoint.
+    pub async fn wait_idle(&self) {
+        self.quic.wait_idle().await;
+    }
+
     /// Closes every connection (code [`CODE_NORMAL`]) and stops accepting.
     pub fn close(&self) {
         self.accept_task.abort();
@@ -965,6 +971,27 @@ impl Connection {
         self.shared
             .conn
             .close(VarInt::from_u32(CODE_NORMAL), reason);
+    }
+
+    /// Closes the connection with an application `code` (one of the `CODE_*` constants)
+    /// and `reason` (truncated to 256 bytes).
+    pub fn close_with(&self, code: u32, reason: &str) {
+        let reason = &reason.as_bytes()[..reason.len().min(256)];
+        self.shared.conn.close(VarInt::from_u32(code), reason);
+    }
+
+    /// Finishes this side's streams and waits until the peer has received every frame
+    /// sent so far (a flush before [`Connection::close`], which discards data in flight).
+    /// Sends after this open fresh streams.
+    pub async fn finish(&self) {
+        for slot in &self.shared.senders {
+            let stream = slot.lock().await.take();
+            if let Some(mut stream) = stream {
+                if stream.finish().is_ok() {
+                    let _ = stream.stopped().await;
+                }
+            }
+        }
     }
 
     fn fault(&self) -> Option<Fault> {

@@ -1,0 +1,511 @@
+//! Starling network benchmark: N real nodes over QUIC on loopback in one process.
+//!
+//! ```text
+//! cargo run --release -p starling-bench -- --suite node [--nodes N] [--payload B]
+//!     [--messages M] [--json]
+//! ```
+//!
+//! Workloads (one row each):
+//! - `one_publisher`: N nodes on one topic; one node publishes M paced messages; latency
+//!   from publish to delivery at every other node, delivery ratio, wire bytes.
+//! - `many_publishers`: the same with every node publishing M/N messages.
+//! - `throughput`: 2 nodes, one publishes as fast as the API allows; delivered msgs/s at
+//!   the subscriber, against this machine's single-core Ed25519 verify rate.
+//! - `churn`: kill 10% of the N nodes abruptly; time until each neighbour of a killed node
+//!   has a replacement neighbour, and until every survivor sees the killed offline.
+//! - `idle`: N nodes each on 10 topics, idle: RSS per node and thread wake-ups per second.
+//!
+//! A figure that cannot be measured is printed as null, never guessed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use starling_core::identity::{Keypair, PeerId};
+use starling_core::node::{Item, NetEvent, Node, PresenceChange, Subscription};
+use starling_core::wire::{Broadcast, SignedMessage, TopicId};
+
+struct Args {
+    nodes: usize,
+    payload: usize,
+    messages: usize,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        nodes: 50,
+        payload: 256,
+        messages: 200,
+        json: false,
+    };
+    let mut suite = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> Result<usize, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or(format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--suite" => suite = it.next(),
+            "--nodes" => args.nodes = num("--nodes")?.max(3),
+            "--payload" => args.payload = num("--payload")?.max(8),
+            "--messages" => args.messages = num("--messages")?.max(1),
+            "--json" => args.json = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    match suite.as_deref() {
+        Some("node") => Ok(args),
+        other => Err(format!("--suite node is the only suite (got {other:?})")),
+    }
+}
+
+/// One process-wide clock so publish and delivery times compare directly.
+fn micros(base: Instant) -> u64 {
+    base.elapsed().as_micros() as u64
+}
+
+#[derive(Default)]
+struct Record {
+    /// (publish time, delivery time) in µs since the base.
+    latencies: Vec<(u64, u64)>,
+    delivered: u64,
+    /// When each peer was seen offline.
+    offline: HashMap<PeerId, Instant>,
+}
+
+/// Drains a subscription on its own thread, recording deliveries and offline events.
+fn consume(sub: Subscription, base: Instant, stop: Arc<AtomicBool>) -> Arc<Mutex<Record>> {
+    let rec = Arc::new(Mutex::new(Record::default()));
+    let r = Arc::clone(&rec);
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match sub.recv_timeout(Duration::from_millis(50)) {
+                Ok(Item::Message(m)) => {
+                    let now = micros(base);
+                    let sent = m
+                        .payload
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(now);
+                    let mut g = r.lock().unwrap();
+                    g.delivered += 1;
+                    g.latencies.push((sent, now));
+                }
+                Ok(Item::Presence(p)) => {
+                    if let PresenceChange::Offline(_) = p.change {
+                        r.lock().unwrap().offline.insert(p.peer, Instant::now());
+                    }
+                }
+                Ok(Item::Lagged(_)) => {}
+                Err(starling_core::node::RecvError::Closed) => return,
+                Err(_) => {}
+            }
+        }
+    });
+    rec
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+fn key(i: usize) -> Keypair {
+    let mut seed = [42u8; 32];
+    seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    Keypair::from_seed(seed)
+}
+
+fn start_nodes(n: usize, net: &str) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..n {
+        let mut b = Node::builder()
+            .bind("127.0.0.1:0")
+            .network_id(net)
+            .identity(key(i))
+            .worker_threads(1);
+        if i > 0 {
+            // A few contacts among the earlier nodes (deterministic spread).
+            b = b.bootstrap(nodes[(i * 7) % i].contact());
+        }
+        nodes.push(b.start().expect("node starts"));
+    }
+    nodes
+}
+
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+fn all_online(nodes: &[Node], topic: TopicId, limit: Duration) -> bool {
+    wait_until(limit, || {
+        nodes.iter().all(|n| {
+            let seen = n.online(topic).map(|v| v.len()).unwrap_or(0);
+            seen + 1 >= nodes.len()
+        })
+    })
+}
+
+fn total_bytes_out(nodes: &[Node]) -> u64 {
+    nodes
+        .iter()
+        .filter_map(|n| n.stats().ok())
+        .map(|s| s.bytes_out)
+        .sum()
+}
+
+fn payload(base: Instant, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    p[..8].copy_from_slice(&micros(base).to_be_bytes());
+    p
+}
+
+/// Single-core Ed25519 verifications per second of a broadcast like the ones sent.
+fn verify_rate(payload_len: usize) -> f64 {
+    let k = key(9999);
+    let msg = SignedMessage::new(
+        &k,
+        TopicId::from_name("v"),
+        1,
+        1,
+        vec![0u8; payload_len].into(),
+    );
+    let id = msg.id();
+    let b = Broadcast::Message(msg);
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < Duration::from_secs(1) {
+        for _ in 0..100 {
+            assert!(b.verify(&id).is_ok());
+        }
+        n += 100;
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn emit(args: &Args, row: Value) {
+    if args.json {
+        println!("{row}");
+    } else {
+        let obj = row.as_object().cloned().unwrap_or_default();
+        let line: Vec<String> = obj
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Number(n) if n.is_f64() => {
+                    format!("{k}={:.3}", n.as_f64().unwrap_or(0.0))
+                }
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        println!("{}", line.join("  "));
+    }
+}
+
+/// Latency / delivery workload: `publishers` publish `messages` in total, paced.
+fn broadcast_workload(args: &Args, name: &str, publishers: usize) -> Value {
+    let base = Instant::now();
+    let topic = TopicId::from_name("bench");
+    let nodes = start_nodes(args.nodes, &format!("bench-{name}"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut recs = Vec::new();
+    for n in &nodes {
+        let sub = n.subscribe(topic).expect("subscribe");
+        n.set_presence(topic, "b").expect("presence");
+        recs.push(consume(sub, base, Arc::clone(&stop)));
+    }
+    let formed = all_online(&nodes, topic, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    let bytes_before = total_bytes_out(&nodes);
+    let per = (args.messages / publishers).max(1);
+    let sent = per * publishers;
+    for _ in 0..per {
+        for p in 0..publishers {
+            let idx = (p * nodes.len()) / publishers;
+            let _ = nodes[idx].publish(topic, payload(base, args.payload));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let expected = (sent * (nodes.len() - 1)) as u64;
+    let delivered = || {
+        recs.iter()
+            .map(|r| r.lock().unwrap().delivered)
+            .sum::<u64>()
+    };
+    wait_until(Duration::from_secs(20), || delivered() >= expected);
+    let bytes = total_bytes_out(&nodes) - bytes_before;
+    stop.store(true, Ordering::Relaxed);
+    let got = delivered();
+    let mut lat: Vec<f64> = recs
+        .iter()
+        .flat_map(|r| {
+            r.lock()
+                .unwrap()
+                .latencies
+                .iter()
+                .map(|(s, d)| d.saturating_sub(*s) as f64 / 1000.0)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    for n in &nodes {
+        n.abort();
+    }
+    json!({
+        "suite": "node", "workload": name, "nodes": args.nodes,
+        "payload_bytes": args.payload, "messages": sent, "overlay_formed": formed,
+        "delivery": got as f64 / expected as f64,
+        "latency_p50_ms": percentile(&lat, 0.5), "latency_p99_ms": percentile(&lat, 0.99),
+        "wire_bytes_per_delivery": if got > 0 { Some(bytes as f64 / got as f64) } else { None },
+    })
+}
+
+/// One publisher as fast as the API allows, one subscriber.
+fn throughput_workload(args: &Args, verify: f64) -> Value {
+    let base = Instant::now();
+    let topic = TopicId::from_name("bench");
+    let nodes = start_nodes(2, "bench-throughput");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sub = nodes[1].subscribe(topic).expect("subscribe");
+    nodes[1].set_presence(topic, "s").expect("presence");
+    let rec = consume(sub, base, Arc::clone(&stop));
+    nodes[0].set_presence(topic, "p").expect("presence");
+    all_online(&nodes, topic, Duration::from_secs(30));
+    wait_until(Duration::from_secs(10), || {
+        nodes[0]
+            .publish(topic, payload(base, args.payload))
+            .map(|r| r.peers > 0)
+            .unwrap_or(false)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rec.lock().unwrap().delivered;
+    let count = 20_000u64;
+    let t = Instant::now();
+    let t_start = micros(base);
+    for _ in 0..count {
+        let _ = nodes[0].publish(topic, payload(base, args.payload));
+    }
+    let publish_rate = count as f64 / t.elapsed().as_secs_f64();
+    wait_until(Duration::from_secs(20), || {
+        rec.lock().unwrap().delivered >= before + count
+    });
+    let got = rec.lock().unwrap().delivered - before;
+    let last = rec
+        .lock()
+        .unwrap()
+        .latencies
+        .last()
+        .map(|(_, d)| *d)
+        .unwrap_or(0);
+    let elapsed = Duration::from_micros(last.saturating_sub(t_start));
+    stop.store(true, Ordering::Relaxed);
+    let rate = got as f64 / elapsed.as_secs_f64().max(1e-6);
+    for n in &nodes {
+        n.abort();
+    }
+    json!({
+        "suite": "node", "workload": "throughput", "nodes": 2,
+        "payload_bytes": args.payload, "messages": count,
+        "delivery": got as f64 / count as f64,
+        "msgs_per_s": rate, "publish_calls_per_s": publish_rate,
+        "verify_limit_msgs_per_s": verify, "fraction_of_verify_limit": rate / verify,
+    })
+}
+
+/// Kill 10% of the nodes: neighbour replacement and offline detection.
+fn churn_workload(args: &Args) -> Value {
+    let base = Instant::now();
+    let topic = TopicId::from_name("bench");
+    let nodes = start_nodes(args.nodes, "bench-churn");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut recs = Vec::new();
+    let mut events = Vec::new();
+    for n in &nodes {
+        events.push(n.events().expect("events"));
+        let sub = n.subscribe(topic).expect("subscribe");
+        n.set_presence(topic, "c").expect("presence");
+        recs.push(consume(sub, base, Arc::clone(&stop)));
+    }
+    let formed = all_online(&nodes, topic, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    for e in &events {
+        while e.try_recv().is_ok() {}
+    }
+    let kill: Vec<usize> = (0..nodes.len()).filter(|i| i % 10 == 5).collect();
+    let killed: Vec<PeerId> = kill.iter().map(|&i| nodes[i].id()).collect();
+    let t0 = Instant::now();
+    for &i in &kill {
+        nodes[i].abort();
+    }
+    // Neighbour replacement: per survivor that lost a neighbour, time to the next
+    // NeighborUp after its (first) NeighborDown of a killed node.
+    let deadline = t0 + Duration::from_secs(10);
+    let mut replace = Vec::new();
+    let mut down_at: HashMap<usize, Instant> = HashMap::new();
+    let mut done: Vec<bool> = vec![false; nodes.len()];
+    while Instant::now() < deadline {
+        let mut any = false;
+        for (i, e) in events.iter().enumerate() {
+            if kill.contains(&i) {
+                continue;
+            }
+            while let Ok(ev) = e.try_recv() {
+                any = true;
+                match ev {
+                    NetEvent::NeighborDown(p) if killed.contains(&p) => {
+                        down_at.entry(i).or_insert_with(Instant::now);
+                    }
+                    NetEvent::NeighborUp(_) if !done[i] && down_at.contains_key(&i) => {
+                        done[i] = true;
+                        replace.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !any {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let lost = down_at.len();
+    // Offline detection: for each (survivor, killed) pair, when the survivor saw it.
+    let survivors: Vec<usize> = (0..nodes.len()).filter(|i| !kill.contains(i)).collect();
+    wait_until(Duration::from_secs(20), || {
+        survivors.iter().all(|&i| {
+            let g = recs[i].lock().unwrap();
+            killed.iter().all(|p| g.offline.contains_key(p))
+        })
+    });
+    let mut offline: Vec<f64> = Vec::new();
+    let mut missing = 0;
+    for &i in &survivors {
+        let g = recs[i].lock().unwrap();
+        for p in &killed {
+            match g.offline.get(p) {
+                Some(t) => offline.push(t.duration_since(t0).as_secs_f64() * 1000.0),
+                None => missing += 1,
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    offline.sort_by(|a, b| a.total_cmp(b));
+    replace.sort_by(|a, b| a.total_cmp(b));
+    for n in &nodes {
+        n.abort();
+    }
+    json!({
+        "suite": "node", "workload": "churn", "nodes": args.nodes, "killed": kill.len(),
+        "overlay_formed": formed,
+        "neighbours_that_lost_one": lost, "replaced": replace.len(),
+        "neighbour_replace_ms": percentile(&replace, 1.0),
+        "neighbour_replace_p50_ms": percentile(&replace, 0.5),
+        "offline_detect_p50_ms": percentile(&offline, 0.5),
+        "offline_detect_p99_ms": if missing == 0 { percentile(&offline, 0.99) } else { None },
+        "offline_pairs_missing": missing,
+    })
+}
+
+fn rss_kb() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Context switches (wake-ups) of the nodes' runtime threads.
+fn node_thread_wakeups() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !name.starts_with("starling-node") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        for l in status.lines() {
+            if l.starts_with("voluntary_ctxt_switches:") {
+                total += l.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
+}
+
+fn idle_workload(args: &Args) -> Value {
+    let rss_before = rss_kb();
+    let nodes = start_nodes(args.nodes, "bench-idle");
+    let mut subs = Vec::new();
+    for n in &nodes {
+        for t in 0..10 {
+            let topic = TopicId::from_name(&format!("idle-{t}"));
+            subs.push(n.subscribe(topic).expect("subscribe"));
+            let _ = n.set_presence(topic, "i");
+        }
+    }
+    // Let joins, discovery and first presence rounds settle.
+    std::thread::sleep(Duration::from_secs(10));
+    let rss_after = rss_kb();
+    let w0 = node_thread_wakeups();
+    let window = Duration::from_secs(10);
+    std::thread::sleep(window);
+    let w1 = node_thread_wakeups();
+    let n = nodes.len() as f64;
+    let wake = match (w0, w1) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / n / window.as_secs_f64()),
+        _ => None,
+    };
+    let rss = match (rss_before, rss_after) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1024.0 / n),
+        _ => None,
+    };
+    drop(subs);
+    for n in &nodes {
+        n.abort();
+    }
+    json!({
+        "suite": "node", "workload": "idle", "nodes": args.nodes, "topics_per_node": 10,
+        "rss_per_node_mb": rss, "idle_wakeups_per_s": wake,
+        "note": "wake-ups: voluntary context switches of the node runtime threads per node per second (timers and packets, incl. keep-alives and presence refresh)",
+    })
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}\nusage: starling-bench --suite node [--nodes N] [--payload BYTES] [--messages M] [--json]");
+            std::process::exit(2);
+        }
+    };
+    let verify = verify_rate(args.payload);
+    emit(
+        &args,
+        json!({"suite": "node", "workload": "verify", "verify_limit_msgs_per_s": verify}),
+    );
+    emit(&args, broadcast_workload(&args, "one_publisher", 1));
+    emit(
+        &args,
+        broadcast_workload(&args, "many_publishers", args.nodes),
+    );
+    emit(&args, throughput_workload(&args, verify));
+    emit(&args, churn_workload(&args));
+    emit(&args, idle_workload(&args));
+}
