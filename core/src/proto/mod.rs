@@ -448,7 +448,9 @@ impl State {
         };
         let mut ev = Vec::new();
         t.membership.leave(&mut ev);
-        self.on_topic_membership_detached(*topic, ev);
+        // The topic's state is gone: only the disconnect notices and neighbour-down events
+        // of these have an effect.
+        self.on_topic_membership(*topic, ev, now);
         self.announce_topics();
     }
 
@@ -772,26 +774,6 @@ impl State {
                     self.unwatch_if_unneeded(&p);
                     self.events.push_back(Event::TopicNeighborDown(topic, p));
                 }
-            }
-        }
-    }
-
-    /// Events of a topic overlay that was just left (the topic state is gone).
-    fn on_topic_membership_detached(&mut self, topic: TopicId, events: Vec<hyparview::OutEvent>) {
-        for e in events {
-            match e {
-                hyparview::OutEvent::Send(p, m) => self.send(
-                    p,
-                    Message::Topic {
-                        topic,
-                        msg: TopicMsg::Membership(m),
-                    },
-                ),
-                hyparview::OutEvent::NeighborDown(p) => {
-                    self.unwatch_if_unneeded(&p);
-                    self.events.push_back(Event::TopicNeighborDown(topic, p));
-                }
-                hyparview::OutEvent::NeighborUp(_) | hyparview::OutEvent::LearnedPeer(_) => {}
             }
         }
     }
