@@ -124,6 +124,11 @@ struct Missing {
     deadline: Time,
 }
 
+/// Whether `content` is flooded to every neighbour instead of pushed along the tree.
+fn is_flooded(content: &Broadcast) -> bool {
+    matches!(content, Broadcast::Gone(_))
+}
+
 /// The broadcast tree state of one topic.
 ///
 /// Invariants: `eager ∩ lazy = ∅`, both hold only neighbours and never `me`; `seen_order`
@@ -247,6 +252,10 @@ impl State {
         self.counters.payloads_received += 1;
         if self.is_known(&id) {
             self.counters.duplicates += 1;
+            if is_flooded(&content) {
+                // Flooded on purpose: says nothing about the tree.
+                return;
+            }
             // The paper: a duplicate over an eager link means the link closes a cycle.
             if self.eager.remove(&from) {
                 self.lazy.insert(from);
@@ -389,7 +398,11 @@ impl State {
         now: Time,
         out: &mut Vec<OutEvent>,
     ) {
-        for p in &self.eager {
+        // Departure: a failure notice is flooded to every neighbour, not pushed along the
+        // tree: the node that failed was probably part of the tree, so the tree is broken
+        // just where the news must pass, and such notices are rare.
+        let flood = is_flooded(content);
+        for p in self.eager.iter().chain(self.lazy.iter().filter(|_| flood)) {
             if Some(*p) != from {
                 out.push(OutEvent::Send(
                     *p,
@@ -399,6 +412,9 @@ impl State {
                     },
                 ));
             }
+        }
+        if flood {
+            return;
         }
         let lazy: Vec<PeerId> = self
             .lazy
@@ -1360,6 +1376,35 @@ mod tests {
         announce(&mut s, 3, id2, 0, &mut out);
         assert!(out.is_empty());
         check_invariants(&s);
+    }
+
+    #[test]
+    fn failure_notices_are_flooded_and_their_duplicates_prune_nothing() {
+        let mut s = node_with(&[1, 2, 3], Config::default());
+        let mut out = Vec::new();
+        s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
+        let key = Keypair::from_seed([5; 32]);
+        let gone = Broadcast::Gone(crate::wire::GoneNotice::new(
+            &key,
+            TopicId::from_name("t"),
+            peer(7),
+            1,
+            0,
+        ));
+        let id = gone.id();
+        out.clear();
+        s.broadcast(id, gone.clone(), ms(1), &mut out);
+        let mut to: Vec<PeerId> = sends(&out).into_iter().map(|(p, _)| p).collect();
+        to.sort();
+        assert_eq!(to, vec![peer(1), peer(2), peer(3)], "lazy neighbour 3 too");
+        assert_eq!(s.poll_timeout().filter(|t| *t <= ms(10)), None, "no IHAVE");
+        out.clear();
+        s.handle_gossip(peer(1), 0, id, gone, ms(2), &mut out);
+        assert!(
+            out.is_empty(),
+            "a flooded duplicate prunes nothing: {out:?}"
+        );
+        assert_eq!(s.eager_peers(), vec![peer(1), peer(2)]);
     }
 
     #[test]
