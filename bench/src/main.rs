@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p starling-bench -- --suite node [--nodes N] [--payload B]
-//!     [--messages M] [--json]
+//!     [--messages M] [--workload NAME]... [--json]
 //! ```
 //!
 //! Workloads (one row each):
@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use starling_core::identity::{Keypair, PeerId};
+use starling_core::net::verify::FastVerify;
 use starling_core::node::{Item, NetEvent, Node, PresenceChange, Subscription};
+use starling_core::proto::Verify;
 use starling_core::wire::{Broadcast, SignedMessage, TopicId};
 
 struct Args {
@@ -32,6 +34,8 @@ struct Args {
     payload: usize,
     messages: usize,
     json: bool,
+    /// Only these workloads (default: all).
+    only: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         payload: 256,
         messages: 200,
         json: false,
+        only: Vec::new(),
     };
     let mut suite = None;
     let mut it = std::env::args().skip(1);
@@ -55,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
             "--payload" => args.payload = num("--payload")?.max(8),
             "--messages" => args.messages = num("--messages")?.max(1),
             "--json" => args.json = true,
+            "--workload" => args.only.push(it.next().ok_or("--workload needs a name")?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -170,14 +176,26 @@ fn total_bytes_out(nodes: &[Node]) -> u64 {
         .sum()
 }
 
+/// Drops and refusals summed over all nodes, by reason.
+fn total_drops(nodes: &[Node]) -> Value {
+    let mut all: std::collections::BTreeMap<String, u64> = Default::default();
+    for s in nodes.iter().filter_map(|n| n.stats().ok()) {
+        for (k, v) in s.drops {
+            *all.entry(k).or_default() += v;
+        }
+    }
+    json!(all)
+}
+
 fn payload(base: Instant, len: usize) -> Vec<u8> {
     let mut p = vec![0u8; len];
     p[..8].copy_from_slice(&micros(base).to_be_bytes());
     p
 }
 
-/// Single-core Ed25519 verifications per second of a broadcast like the ones sent.
-fn verify_rate(payload_len: usize) -> f64 {
+/// Single-core Ed25519 verifications per second of a broadcast like the ones sent, with
+/// the checker the node runs (`node`) and with the wire's reference check (`wire`).
+fn verify_rates(payload_len: usize) -> (f64, f64) {
     let k = key(9999);
     let msg = SignedMessage::new(
         &k,
@@ -188,15 +206,21 @@ fn verify_rate(payload_len: usize) -> f64 {
     );
     let id = msg.id();
     let b = Broadcast::Message(msg);
-    let t = Instant::now();
-    let mut n = 0u64;
-    while t.elapsed() < Duration::from_secs(1) {
-        for _ in 0..100 {
-            assert!(b.verify(&id).is_ok());
+    let mut fast = FastVerify::default();
+    let rate = |f: &mut dyn FnMut() -> bool| {
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < Duration::from_secs(1) {
+            for _ in 0..100 {
+                assert!(f());
+            }
+            n += 100;
         }
-        n += 100;
-    }
-    n as f64 / t.elapsed().as_secs_f64()
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let node = rate(&mut || fast.verify(&id, &b));
+    let wire = rate(&mut || b.verify(&id).is_ok());
+    (node, wire)
 }
 
 fn emit(args: &Args, row: Value) {
@@ -263,6 +287,7 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize) -> Value {
         })
         .collect();
     lat.sort_by(|a, b| a.total_cmp(b));
+    let drops = total_drops(&nodes);
     for n in &nodes {
         n.abort();
     }
@@ -272,6 +297,7 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize) -> Value {
         "delivery": got as f64 / expected as f64,
         "latency_p50_ms": percentile(&lat, 0.5), "latency_p99_ms": percentile(&lat, 0.99),
         "wire_bytes_per_delivery": if got > 0 { Some(bytes as f64 / got as f64) } else { None },
+        "drops": drops,
     })
 }
 
@@ -315,6 +341,11 @@ fn throughput_workload(args: &Args, verify: f64) -> Value {
     let elapsed = Duration::from_micros(last.saturating_sub(t_start));
     stop.store(true, Ordering::Relaxed);
     let rate = got as f64 / elapsed.as_secs_f64().max(1e-6);
+    // Where anything was lost, by reason (publisher, subscriber): never silent.
+    let drops: Vec<Value> = nodes
+        .iter()
+        .map(|n| n.stats().map(|s| json!(s.drops)).unwrap_or(Value::Null))
+        .collect();
     for n in &nodes {
         n.abort();
     }
@@ -324,6 +355,7 @@ fn throughput_workload(args: &Args, verify: f64) -> Value {
         "delivery": got as f64 / count as f64,
         "msgs_per_s": rate, "publish_calls_per_s": publish_rate,
         "verify_limit_msgs_per_s": verify, "fraction_of_verify_limit": rate / verify,
+        "drops_publisher": drops.first(), "drops_subscriber": drops.get(1),
     })
 }
 
@@ -463,15 +495,25 @@ fn idle_workload(args: &Args) -> Value {
     // Let joins, discovery and first presence rounds settle.
     std::thread::sleep(Duration::from_secs(10));
     let rss_after = rss_kb();
+    let timers = || -> u64 {
+        nodes
+            .iter()
+            .filter_map(|n| n.stats().ok())
+            .map(|s| s.timer_wakeups)
+            .sum()
+    };
     let w0 = node_thread_wakeups();
+    let t0 = timers();
     let window = Duration::from_secs(10);
     std::thread::sleep(window);
     let w1 = node_thread_wakeups();
+    let t1 = timers();
     let n = nodes.len() as f64;
-    let wake = match (w0, w1) {
+    let switches = match (w0, w1) {
         (Some(a), Some(b)) => Some((b - a) as f64 / n / window.as_secs_f64()),
         _ => None,
     };
+    let wake = (t1 - t0) as f64 / n / window.as_secs_f64();
     let rss = match (rss_before, rss_after) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1024.0 / n),
         _ => None,
@@ -483,7 +525,8 @@ fn idle_workload(args: &Args) -> Value {
     json!({
         "suite": "node", "workload": "idle", "nodes": args.nodes, "topics_per_node": 10,
         "rss_per_node_mb": rss, "idle_wakeups_per_s": wake,
-        "note": "wake-ups: voluntary context switches of the node runtime threads per node per second (timers and packets, incl. keep-alives and presence refresh)",
+        "context_switches_per_s": switches,
+        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s, from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement)",
     })
 }
 
@@ -491,21 +534,34 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}\nusage: starling-bench --suite node [--nodes N] [--payload BYTES] [--messages M] [--json]");
+            eprintln!("error: {e}\nusage: starling-bench --suite node [--nodes N] [--payload BYTES] [--messages M] [--workload one_publisher|many_publishers|throughput|churn|idle]... [--json]");
             std::process::exit(2);
         }
     };
-    let verify = verify_rate(args.payload);
+    let run = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
+    let (verify, wire_verify) = verify_rates(args.payload);
     emit(
         &args,
-        json!({"suite": "node", "workload": "verify", "verify_limit_msgs_per_s": verify}),
+        json!({"suite": "node", "workload": "verify", "verify_limit_msgs_per_s": verify,
+               "wire_verify_msgs_per_s": wire_verify,
+               "note": "single core; verify_limit is the node's checker (net::verify::FastVerify), wire is Broadcast::verify"}),
     );
-    emit(&args, broadcast_workload(&args, "one_publisher", 1));
-    emit(
-        &args,
-        broadcast_workload(&args, "many_publishers", args.nodes),
-    );
-    emit(&args, throughput_workload(&args, verify));
-    emit(&args, churn_workload(&args));
-    emit(&args, idle_workload(&args));
+    if run("one_publisher") {
+        emit(&args, broadcast_workload(&args, "one_publisher", 1));
+    }
+    if run("many_publishers") {
+        emit(
+            &args,
+            broadcast_workload(&args, "many_publishers", args.nodes),
+        );
+    }
+    if run("throughput") {
+        emit(&args, throughput_workload(&args, verify));
+    }
+    if run("churn") {
+        emit(&args, churn_workload(&args));
+    }
+    if run("idle") {
+        emit(&args, idle_workload(&args));
+    }
 }

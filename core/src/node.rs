@@ -365,11 +365,14 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Frame bytes sent (without QUIC overhead).
     pub bytes_out: u64,
+    /// Times the node's actor woke up for a timer (protocol deadlines and housekeeping;
+    /// packets and keep-alives are not counted).
+    pub timer_wakeups: u64,
     /// Messages published here.
     pub published: u64,
     /// Messages delivered to subscriptions here.
     pub delivered: u64,
-    /// Things dropped, by reason (`send_queue_full`, `subscriber_lagged`, `bad_frame`,
+    /// Things dropped, by reason (`send_queue_full` (payload queue), `control_queue_full`, `subscriber_lagged`, `bad_frame`,
     /// `dial_failed`, `rejected_<why>`, …).
     pub drops: std::collections::BTreeMap<String, u64>,
 }

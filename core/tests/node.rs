@@ -571,6 +571,72 @@ fn publish_before_any_peer_reaches_late_peers_and_lag_is_reported() {
     assert!(b.stats().unwrap().drops["subscriber_lagged"] >= 16);
 }
 
+/// A publisher much faster than its link: with a payload queue of 64 frames, 3,000
+/// back-to-back publishes must all arrive (publish waits for queue space) and nothing is
+/// dropped at the publisher; the idle timers are counted in stats.
+#[test]
+fn a_fast_publisher_gets_backpressure_not_loss() {
+    let topic = TopicId::from_name("fast");
+    let small_queue = |n: u32| {
+        builder(n).config({
+            let mut c = builder(n).config_ref().clone();
+            c.send_queue = 64;
+            c.subscription_queue = 8192;
+            c
+        })
+    };
+    let a = small_queue(701).start().unwrap();
+    let b = small_queue(702).bootstrap(a.contact()).start().unwrap();
+    let sb = b.subscribe(topic).unwrap();
+    let _sa = a.subscribe(topic).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        || "a has b as topic neighbour".into(),
+        || {
+            a.publish(topic, "probe")
+                .map(|r| r.peers > 0)
+                .unwrap_or(false)
+        },
+    );
+    let before = b.stats().unwrap().delivered;
+    const N: usize = 3000;
+    for k in 0..N {
+        a.publish(topic, format!("m{k:05} {}", "x".repeat(200)))
+            .unwrap();
+    }
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            format!(
+                "b delivered {} of {N}; a drops {:?}",
+                b.stats().unwrap().delivered - before,
+                a.stats().unwrap().drops
+            )
+        },
+        || b.stats().unwrap().delivered >= before + N as u64,
+    );
+    let stats = a.stats().unwrap();
+    assert_eq!(
+        stats.drops.get("send_queue_full"),
+        None,
+        "{:?}",
+        stats.drops
+    );
+    let mut seen = 0;
+    while let Ok(item) = sb.try_recv() {
+        match item {
+            Item::Lagged(n) => panic!("lagged {n}"),
+            Item::Message(m) if m.payload.starts_with(b"m") => {
+                assert!(m.payload.starts_with(format!("m{seen:05}").as_bytes()));
+                seen += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, N, "each once, in order");
+    assert!(stats.timer_wakeups > 0);
+}
+
 #[test]
 fn a_node_lives_inside_another_tokio_runtime() {
     let rt = tokio::runtime::Builder::new_current_thread()

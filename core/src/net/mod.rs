@@ -6,6 +6,7 @@
 //! - `driver` (internal): the actor that owns the protocol state and drives it over the
 //!   transport; `queue` (internal): the bounded queues to the application. The public
 //!   face of both is [`crate::node`].
+//! - [`verify`]: the node's signature checker (the wire's verdicts at about half the cost).
 //!
 //! The simulator builds without this module (`--no-default-features`), so nothing in
 //! `proto`, `wire` or `identity` depends on it.
@@ -14,6 +15,7 @@ pub mod addr;
 pub(crate) mod driver;
 pub(crate) mod queue;
 pub mod transport;
+pub mod verify;
 
 pub use transport::{
     Connection, Endpoint, StreamClass, TransportError, TransportOptions, CODE_FRAME_TOO_LARGE,
