@@ -124,9 +124,16 @@ struct Missing {
     deadline: Time,
 }
 
-/// Whether `content` is flooded to every neighbour instead of pushed along the tree.
+/// Whether `content` is flooded to every neighbour instead of pushed along the tree:
+/// failure notices (the failed node probably broke the tree where the news must pass) and
+/// leave records (their author is about to go, so a lazy neighbour's graft would find
+/// nobody to answer it). Both are rare.
 fn is_flooded(content: &Broadcast) -> bool {
-    matches!(content, Broadcast::Gone(_))
+    match content {
+        Broadcast::Gone(_) => true,
+        Broadcast::Presence(r) => r.status == crate::wire::PresenceStatus::Leaving,
+        Broadcast::Message(_) => false,
+    }
 }
 
 /// The broadcast tree state of one topic.
@@ -398,9 +405,8 @@ impl State {
         now: Time,
         out: &mut Vec<OutEvent>,
     ) {
-        // Departure: a failure notice is flooded to every neighbour, not pushed along the
-        // tree: the node that failed was probably part of the tree, so the tree is broken
-        // just where the news must pass, and such notices are rare.
+        // Departure: failure notices and leave records are flooded to every neighbour,
+        // not pushed along the tree (see `is_flooded`).
         let flood = is_flooded(content);
         for p in self.eager.iter().chain(self.lazy.iter().filter(|_| flood)) {
             if Some(*p) != from {
@@ -1379,7 +1385,7 @@ mod tests {
     }
 
     #[test]
-    fn failure_notices_are_flooded_and_their_duplicates_prune_nothing() {
+    fn failure_notices_and_leaves_are_flooded_and_their_duplicates_prune_nothing() {
         let mut s = node_with(&[1, 2, 3], Config::default());
         let mut out = Vec::new();
         s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
@@ -1405,6 +1411,27 @@ mod tests {
             "a flooded duplicate prunes nothing: {out:?}"
         );
         assert_eq!(s.eager_peers(), vec![peer(1), peer(2)]);
+        // A leave record is flooded too; an online record goes along the tree.
+        let record = |status| {
+            Broadcast::Presence(crate::wire::PresenceRecord::new(
+                &key,
+                TopicId::from_name("t"),
+                9,
+                0,
+                1000,
+                status,
+                Bytes::new(),
+            ))
+        };
+        for (status, expect) in [
+            (crate::wire::PresenceStatus::Leaving, 3),
+            (crate::wire::PresenceStatus::Online, 2),
+        ] {
+            let r = record(status);
+            out.clear();
+            s.broadcast(r.id(), r, ms(3), &mut out);
+            assert_eq!(sends(&out).len(), expect, "{status:?}");
+        }
     }
 
     #[test]
