@@ -258,7 +258,7 @@ pub fn run(args: DemoArgs) -> CliResult {
     let form_start = Instant::now();
     let mut formed = false;
     while form_start.elapsed() < FORM_LIMIT && !common::stopped(&stop) {
-        let complete = views_complete(&nodes, &topics, &vec![None; n]);
+        let complete = views_complete(&nodes, &topics, &vec![None; n], false);
         let total = n * topics.len();
         if complete == total {
             formed = true;
@@ -379,6 +379,8 @@ pub fn run(args: DemoArgs) -> CliResult {
     let survivors: Vec<usize> = (0..n).filter(|i| killed_at[*i].is_none()).collect();
     let killed: Vec<usize> = (0..n).filter(|i| killed_at[*i].is_some()).collect();
     let mut presence_ok = false;
+    // STARLING_DEMO_DEBUG=1: say what the drain is waiting for.
+    let dbg = std::env::var_os("STARLING_DEMO_DEBUG").is_some();
     while drain_start.elapsed() < DRAIN_LIMIT && !common::stopped(&stop) {
         let all_delivered = {
             let r = lock();
@@ -393,9 +395,13 @@ pub fn run(args: DemoArgs) -> CliResult {
                     .all(|&k| (0..topics.len()).all(|t| r.offline.contains_key(&(s, t, k))))
             })
         };
-        presence_ok = views_complete(&nodes, &topics, &killed_at) == n * topics.len();
+        presence_ok =
+            views_complete(&nodes, &topics, &killed_at, dbg) == survivors.len() * topics.len();
         if all_delivered && all_detected && presence_ok {
             break;
+        }
+        if dbg {
+            eprintln!("{:?} drain: delivered {all_delivered} detected {all_detected} presence {presence_ok}", wall.elapsed());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -548,7 +554,12 @@ fn collect(
 
 /// How many (live node, topic) presence views are exactly right: every other live node
 /// online with its metadata, nobody else.
-fn views_complete(nodes: &[Node], topics: &[TopicId], killed_at: &[Option<Instant>]) -> usize {
+fn views_complete(
+    nodes: &[Node],
+    topics: &[TopicId],
+    killed_at: &[Option<Instant>],
+    verbose: bool,
+) -> usize {
     let live: BTreeSet<PeerId> = nodes
         .iter()
         .zip(killed_at)
@@ -572,6 +583,15 @@ fn views_complete(nodes: &[Node], topics: &[TopicId], killed_at: &[Option<Instan
             let want: BTreeSet<PeerId> = live.iter().copied().filter(|p| *p != node.id()).collect();
             if seen == want {
                 ok += 1;
+            } else if verbose {
+                let name = |p: &PeerId| p.short();
+                eprintln!(
+                    "view of {} on {}: missing {:?} extra {:?}",
+                    node.id().short(),
+                    topic.short(),
+                    want.difference(&seen).map(name).collect::<Vec<_>>(),
+                    seen.difference(&want).map(name).collect::<Vec<_>>()
+                );
             }
         }
     }
