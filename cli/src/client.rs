@@ -98,6 +98,9 @@ pub fn publish(args: PubArgs) -> CliResult {
     }
     // Graceful: flushes what is queued, tells neighbours we leave. The subscription is
     // dropped after: dropping it first would leave the topic without a presence leave.
+    // A moment first, so the last message is read before the connections close (see
+    // `common::leave`).
+    std::thread::sleep(Duration::from_millis(300));
     client.node.shutdown();
     drop(sub);
     Ok(())
@@ -219,7 +222,8 @@ pub fn presence(args: PresenceArgs) -> CliResult {
             }
         }
     }
-    client.node.shutdown();
+    let present: Vec<_> = args.meta.iter().map(|_| topic).collect();
+    common::leave(&client.node, &present);
     drop(sub);
     Ok(())
 }

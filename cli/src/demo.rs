@@ -528,11 +528,12 @@ fn collect(
                             .and_then(|s| s.split_whitespace().nth(1))
                             .and_then(|s| s.parse::<usize>().ok());
                         let Some(idx) = idx else { continue };
-                        if r.delivered.contains_key(&(idx, *node)) {
-                            r.duplicates += 1;
-                        } else {
-                            r.delivered.insert((idx, *node), now);
-                            r.last_delivery.insert(idx, now);
+                        match r.delivered.entry((idx, *node)) {
+                            std::collections::hash_map::Entry::Occupied(_) => r.duplicates += 1,
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(now);
+                                r.last_delivery.insert(idx, now);
+                            }
                         }
                     }
                     Item::Presence(p) => {

@@ -1,5 +1,5 @@
 //! A tiny HTTP/1.1 server on std (one thread per connection, `Connection: close`): enough
-//! for a Prometheus scrape and a live page, with no web framework.
+//! for a Prometheus scrape, with no web framework.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,9 +24,6 @@ pub enum Reply {
         /// The body.
         body: Vec<u8>,
     },
-    /// A server-sent-events stream: the closure writes events until it returns an error
-    /// (the client went away) or returns.
-    Stream(Box<dyn FnOnce(&mut TcpStream) -> std::io::Result<()> + Send>),
 }
 
 impl Reply {
@@ -118,13 +115,6 @@ fn handle(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
         } => {
             let body = if method == "HEAD" { &[][..] } else { &body[..] };
             respond(&mut stream, status, content_type, body)
-        }
-        Reply::Stream(write_events) => {
-            stream.set_write_timeout(Some(IO_TIMEOUT))?;
-            stream.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
-            )?;
-            write_events(&mut stream)
         }
     }
 }

@@ -230,7 +230,12 @@ pub fn run(args: NodeArgs) -> CliResult {
     tracing::info!("stopping: leaving gracefully");
     // Shut down before dropping the subscriptions: dropping one unsubscribes, which
     // leaves its topic without announcing the presence leave.
-    node.shutdown();
+    let present: Vec<starling_core::wire::TopicId> = if args.meta.is_some() {
+        subs.iter().map(|(_, s)| s.topic()).collect()
+    } else {
+        Vec::new()
+    };
+    common::leave(&node, &present);
     drop(subs);
     tracing::info!("stopped");
     Ok(())
