@@ -1203,9 +1203,12 @@ impl State {
                 // from a member that has seen broadcasts we have not means a separate part
                 // of the topic's overlay (formed apart, or split by a partition): joining
                 // it merges the two.
-                let ours = t.plumtree.settled_ids(1, now - dc.settled_after);
-                let separate = recent.iter().any(|id| !t.plumtree.is_known(id))
-                    || (recent.is_empty() && !ours.is_empty());
+                // Only ids we have never seen count. (An answer naming none is no sign: a
+                // member deeper in the tree gets a broadcast later, so its "settled" list
+                // can be empty while ours is not; treating that as separate made false
+                // merge joins that kept reshaping the tree.) A part with no traffic of its
+                // own is found from its side, where the other part's ids are unknown.
+                let separate = recent.iter().any(|id| !t.plumtree.is_known(id));
                 let alone = t.membership.active().is_empty();
                 let under_full =
                     t.membership.active().len() < self.config.topic_membership.active_view_capacity;
