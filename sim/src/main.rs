@@ -9,10 +9,9 @@ use starling_sim::{run_scenario, Params, Report, SCENARIOS};
 
 const USAGE: &str = "usage: starling-sim --scenario NAME|all [--nodes N] [--seed S] [--broadcasts B] [--latency MIN-MAX] [--json|--markdown]\n       starling-sim --render RESULTS.jsonl   (JSON lines from --json, as a Markdown table)";
 
-/// How results are printed.
+/// How results are printed: a Markdown table (readable on a terminal too) or JSON lines.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Output {
-    Table,
     Json,
     Markdown,
 }
@@ -25,7 +24,7 @@ fn parse() -> Result<(Vec<String>, Params, Output), String> {
         broadcasts: 100,
         latency_ms: (10, 90),
     };
-    let mut output = Output::Table;
+    let mut output = Output::Markdown;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -76,31 +75,6 @@ fn parse() -> Result<(Vec<String>, Params, Output), String> {
         vec![p.scenario.clone()]
     };
     Ok((names, p, output))
-}
-
-fn print_row(r: &Report) {
-    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-    println!(
-        "{:<16} {:>6} {:>5} {:>6.4} {:>6.3} {:>4} {:>8.1} {:>8.1} {:>7.2} {:>4} first={} first1s={} full_s={} conv_ms={} crash_p99_ms={} late_rtts={} nonsub={} wall={:.1}s",
-        r.scenario,
-        r.nodes,
-        r.broadcasts,
-        r.reliability,
-        r.rmr,
-        r.ldh_max,
-        r.latency_p50_ms,
-        r.latency_p99_ms,
-        r.control_msgs_per_node,
-        r.isolated_nodes,
-        opt(r.first_broadcast_reliability),
-        opt(r.first_broadcast_reliability_1s),
-        opt(r.time_to_full_delivery_s),
-        opt(r.presence_converge_ms),
-        opt(r.crash_detect_p99_ms),
-        opt(r.late_join_rtts),
-        r.nonsubscriber_payloads.map_or("-".into(), |v| v.to_string()),
-        r.wall_s,
-    );
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -185,12 +159,6 @@ fn main() -> ExitCode {
     if output == Output::Markdown {
         markdown_header();
     }
-    if output == Output::Table {
-        println!(
-            "{:<16} {:>6} {:>5} {:>6} {:>6} {:>4} {:>8} {:>8} {:>7} {:>4}",
-            "scenario", "nodes", "bcast", "rel", "rmr", "ldh", "p50_ms", "p99_ms", "ctl/n/s", "iso"
-        );
-    }
     for name in names {
         let p = Params {
             scenario: name,
@@ -198,14 +166,13 @@ fn main() -> ExitCode {
         };
         match run_scenario(&p) {
             Ok(r) if output == Output::Markdown => markdown_row(&r),
-            Ok(r) if output == Output::Json => match serde_json::to_string(&r) {
+            Ok(r) => match serde_json::to_string(&r) {
                 Ok(line) => println!("{line}"),
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::FAILURE;
                 }
             },
-            Ok(r) => print_row(&r),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
