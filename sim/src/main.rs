@@ -74,6 +74,12 @@ fn parse() -> Result<(Vec<String>, Params, Output), String> {
     } else {
         vec![p.scenario.clone()]
     };
+    if let Some(bad) = names
+        .iter()
+        .find(|n| !n.starts_with('@') && !SCENARIOS.contains(&n.as_str()))
+    {
+        return Err(format!("unknown scenario {bad:?}"));
+    }
     Ok((names, p, output))
 }
 
