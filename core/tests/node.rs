@@ -762,3 +762,74 @@ fn two_processes_talk_over_loopback() {
     let gone: BTreeSet<PeerId> = [child_id].into();
     wait_offline(&[&a], &gone, topic, Duration::from_secs(15));
 }
+
+/// The first offline change `sub` reports for `peer` within `limit` (other items skipped).
+fn first_offline(sub: &Subscription, peer: PeerId, limit: Duration) -> Option<OfflineReason> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match sub.recv_timeout(left) {
+            Ok(Item::Presence(p)) if p.peer == peer => {
+                if let PresenceChange::Offline(reason) = p.change {
+                    return Some(reason);
+                }
+            }
+            Ok(_) | Err(RecvError::Empty) => {}
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// Two nodes with exactly one link between them, both present on `topic`; `b` watches.
+/// Returns once `b` sees `a` online.
+fn one_link_pair(n: u32, topic: TopicId) -> (Node, Subscription, Node, Subscription) {
+    let a = start(n, None);
+    let b = start(n + 1, Some(&a));
+    let sub_a = a.subscribe(topic).expect("subscribe a");
+    let sub_b = b.subscribe(topic).expect("subscribe b");
+    a.set_presence(topic, "a").expect("presence a");
+    b.set_presence(topic, "b").expect("presence b");
+    wait_all_online(&[&a, &b], topic, Duration::from_secs(15));
+    (a, sub_a, b, sub_b)
+}
+
+/// A graceful shutdown must reach a peer whose only link is the closing connection: the
+/// Leaving record written before the close is read, so the peer sees Left (not a failure
+/// found later by SWIM, nor an expiry).
+#[test]
+fn a_single_link_peer_sees_a_graceful_shutdown_as_left() {
+    let topic = TopicId::from_name("leave-shutdown");
+    for round in 0..5 {
+        let (a, _sub_a, b, sub_b) = one_link_pair(100 + 2 * round, topic);
+        let a_id = a.id();
+        let started = Instant::now();
+        a.shutdown();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "round {round}: shutdown took {:?}",
+            started.elapsed()
+        );
+        let seen = first_offline(&sub_b, a_id, Duration::from_secs(8));
+        assert_eq!(seen, Some(OfflineReason::Left), "round {round}");
+        drop(b);
+    }
+}
+
+/// Dropping the last subscription to a topic announces the leave to a peer whose only
+/// link is this connection.
+#[test]
+fn a_single_link_peer_sees_a_dropped_subscription_as_left() {
+    let topic = TopicId::from_name("leave-unsubscribe");
+    for round in 0..5 {
+        let (a, sub_a, b, sub_b) = one_link_pair(200 + 2 * round, topic);
+        let a_id = a.id();
+        drop(sub_a);
+        let seen = first_offline(&sub_b, a_id, Duration::from_secs(8));
+        assert_eq!(seen, Some(OfflineReason::Left), "round {round}");
+        a.shutdown();
+        drop(b);
+    }
+}

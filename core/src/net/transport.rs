@@ -1376,4 +1376,56 @@ mod tests {
             assert_eq!(f, vec![i; i as usize], "frame {i}");
         }
     }
+
+    /// Frames the peer acknowledged but has not read yet survive the sender's close: the
+    /// receiver still reads all of them after the CONNECTION_CLOSE arrived (a graceful
+    /// shutdown relies on this: finish, wait for the acknowledgements, close).
+    #[tokio::test]
+    async fn acknowledged_frames_are_still_read_after_the_close() {
+        let limit = Duration::from_secs(10);
+        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
+            .await
+            .expect("pair in time");
+        // More than the receive queues hold, so most stay unread in QUIC's buffers.
+        let n = (DATA_QUEUE + CONTROL_QUEUE) as u32 * 2;
+        for i in 0..n {
+            ca.send(StreamClass::Data, &i.to_be_bytes())
+                .await
+                .expect("data");
+        }
+        ca.send(StreamClass::Control, b"bye")
+            .await
+            .expect("control");
+        tokio::time::timeout(limit, ca.finish())
+            .await
+            .expect("acknowledged in time");
+        ca.close("shutdown");
+        let seen = tokio::time::timeout(limit, cb.closed())
+            .await
+            .expect("close seen in time");
+        assert!(
+            matches!(seen, TransportError::ClosedByPeer { code, .. } if code == u64::from(CODE_NORMAL)),
+            "{seen:?}"
+        );
+        let mut data = Vec::new();
+        let mut control = Vec::new();
+        loop {
+            match tokio::time::timeout(limit, cb.recv())
+                .await
+                .expect("in time")
+            {
+                Ok((StreamClass::Data, f)) => data.push(f),
+                Ok((StreamClass::Control, f)) => control.push(f),
+                Err(e) => {
+                    assert!(matches!(e, TransportError::ClosedByPeer { .. }), "{e:?}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(control, vec![Bytes::from_static(b"bye")]);
+        let want: Vec<Bytes> = (0..n)
+            .map(|i| Bytes::copy_from_slice(&i.to_be_bytes()))
+            .collect();
+        assert_eq!(data, want);
+    }
 }
