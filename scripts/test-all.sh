@@ -14,3 +14,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (workspace)"
 cargo test --workspace --locked
+
+# The live web view in headless Chromium (cli/tests/web; .ci/run installs its tools).
+step "web view in headless Chromium"
+if [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && command -v node >/dev/null 2>&1 \
+    && [ -d cli/tests/web/node_modules/playwright-core ]; then
+    cargo build -p starling-cli --locked
+    target="${CARGO_TARGET_DIR:-target}"
+    # The committed docs/demo-web.png is refreshed by running the script by hand.
+    SCREENSHOT="$target/demo-web.png" node cli/tests/web/web-view.test.js "$target/debug/starling"
+elif [ "${STARLING_REQUIRE_WEB_TEST:-0}" = 1 ]; then
+    echo "error: chromium, node or cli/tests/web/node_modules missing (see .ci/run)" >&2
+    exit 1
+else
+    echo "skipped: needs /usr/bin/chromium, node, and 'npm ci' in cli/tests/web (.ci/run does both)"
+fi

@@ -19,13 +19,16 @@ use starling_core::node::{Item, Node, PresenceChange, Subscription};
 use starling_core::wire::TopicId;
 
 use crate::common::{self, CliError, CliResult};
+use crate::http;
+use crate::web::WebView;
 
 /// `starling demo`.
 #[derive(Args, Debug, Clone)]
 #[command(
     after_help = "Progress is a refreshing table on a terminal and plain lines \
 otherwise (on stderr with --json, whose summary is the only thing on stdout).\n\n\
-Examples:\n  starling demo\n  starling demo --nodes 50 --kill 0.3 --json"
+Examples:\n  starling demo\n  starling demo --nodes 50 --kill 0.3 --json\n  \
+starling demo --nodes 12 --duration 120 --web 127.0.0.1:8080"
 )]
 pub struct DemoArgs {
     /// Nodes to run (2 to 500).
@@ -53,6 +56,10 @@ pub struct DemoArgs {
     /// Seed of the demo's random choices (which nodes are killed).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Serve a live view of the overlay at http://ADDR/ (e.g. 127.0.0.1:8080; port 0:
+    /// any free port). The URL is printed on stderr.
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<String>,
 }
 
 /// How long the overlay may take to form before publishing starts anyway.
@@ -203,6 +210,10 @@ pub fn run(args: DemoArgs) -> CliResult {
     if ttl < Duration::from_secs(1) {
         return Err(CliError::usage("--presence-ttl must be at least 1 s"));
     }
+    let web_addr = match &args.web {
+        Some(a) => Some(http::parse_addr(a, "--web")?),
+        None => None,
+    };
     let wall = Instant::now();
     let mut progress = Progress::new(args.json);
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -210,13 +221,23 @@ pub fn run(args: DemoArgs) -> CliResult {
     let topic_names: Vec<String> = (0..args.topics).map(|t| format!("demo-{t}")).collect();
     let topics: Vec<TopicId> = topic_names.iter().map(|t| TopicId::from_name(t)).collect();
     let network = format!("starling-demo-{:016x}", rand::random::<u64>());
+    let web = match web_addr {
+        Some(addr) => {
+            let named = topic_names.iter().cloned().zip(topics.iter().copied());
+            let view = WebView::start(addr, "demo", named.collect())?;
+            // On stderr in every mode, so a script can read it whatever stdout carries.
+            eprintln!("web view at http://{}/", view.addr());
+            Some(view)
+        }
+        None => None,
+    };
 
     // Start: each node bootstraps from an earlier one (a deterministic spread).
     progress.note(&format!(
         "starting {n} nodes on 127.0.0.1, {} topics, seed {seed}",
         args.topics
     ));
-    let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(n);
     for i in 0..n {
         let mut b = Node::builder()
             .bind("127.0.0.1:0")
@@ -230,7 +251,11 @@ pub fn run(args: DemoArgs) -> CliResult {
         if i > 0 {
             b = b.bootstrap(nodes[(i * 7) % i].contact());
         }
-        nodes.push(b.start()?);
+        let node = Arc::new(b.start()?);
+        if let Some(view) = &web {
+            view.add_node(format!("node-{i}"), Arc::clone(&node));
+        }
+        nodes.push(node);
     }
     let index: HashMap<PeerId, usize> =
         nodes.iter().enumerate().map(|(i, n)| (n.id(), i)).collect();
@@ -556,7 +581,7 @@ fn collect(
 /// How many (live node, topic) presence views are exactly right: every other live node
 /// online with its metadata, nobody else.
 fn views_complete(
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
     topics: &[TopicId],
     killed_at: &[Option<Instant>],
     verbose: bool,
@@ -601,7 +626,7 @@ fn views_complete(
 
 /// One progress line, and the table for a terminal.
 fn status(
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
     names: &[String],
     topics: &[TopicId],
     rec: &Mutex<Record>,

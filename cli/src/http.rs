@@ -1,5 +1,6 @@
 //! A tiny HTTP/1.1 server on std (one thread per connection, `Connection: close`): enough
-//! for a Prometheus scrape, with no web framework.
+//! for a Prometheus scrape and the `--web` live view (a page, JSON, server-sent events),
+//! with no web framework.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,7 +25,18 @@ pub enum Reply {
         /// The body.
         body: Vec<u8>,
     },
+    /// A response whose body is written by `writer` until it returns (e.g. a
+    /// `text/event-stream`); no Content-Length, the connection closes at the end.
+    Stream {
+        /// Content type.
+        content_type: &'static str,
+        /// Writes the body; an error (the client went away) ends the response.
+        writer: StreamWriter,
+    },
 }
+
+/// Writes a streamed body.
+pub type StreamWriter = Box<dyn FnOnce(&mut dyn Write) -> std::io::Result<()> + Send>;
 
 impl Reply {
     /// 200 with `body`.
@@ -115,6 +127,20 @@ fn handle(mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
         } => {
             let body = if method == "HEAD" { &[][..] } else { &body[..] };
             respond(&mut stream, status, content_type, body)
+        }
+        Reply::Stream {
+            content_type,
+            writer,
+        } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.flush()?;
+            if method == "HEAD" {
+                return Ok(());
+            }
+            writer(&mut stream)
         }
     }
 }

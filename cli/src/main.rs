@@ -7,6 +7,7 @@ mod demo;
 mod http;
 mod keys;
 mod node_cmd;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

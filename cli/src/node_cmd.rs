@@ -10,13 +10,15 @@ use starling_core::node::{Item, NetEvent, Node, PresenceChange, RecvError, Subsc
 
 use crate::common::{self, CliError, CliResult};
 use crate::http::{self, Reply};
+use crate::web::WebView;
 
 /// `starling node`.
 #[derive(Args, Debug)]
 #[command(
     after_help = "Prints its bootstrap string (<peer id>@<addr>) on stdout first, then \
 logs to stderr (RUST_LOG=debug for more). Stops gracefully on Ctrl-C or SIGTERM.\n\n\
-Example:\n  starling node --bind 0.0.0.0:4000 --identity node.key --topic chat --metrics 127.0.0.1:9100"
+Example:\n  starling node --bind 0.0.0.0:4000 --identity node.key --topic chat --metrics 127.0.0.1:9100 \
+--web 127.0.0.1:8080"
 )]
 pub struct NodeArgs {
     /// UDP address to bind, e.g. 0.0.0.0:4000 (port 0: any free port).
@@ -44,6 +46,9 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Serve a live view of this node's overlay neighbourhood at http://ADDR/.
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<String>,
     /// Exit with an error if no bootstrap peer answers within this many seconds
     /// (0: keep retrying for ever).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
@@ -59,6 +64,10 @@ pub fn run(args: NodeArgs) -> CliResult {
     let stop = common::stop_flag()?;
     let metrics_addr = match &args.metrics {
         Some(a) => Some(http::parse_addr(a, "--metrics")?),
+        None => None,
+    };
+    let web_addr = match &args.web {
+        Some(a) => Some(http::parse_addr(a, "--web")?),
         None => None,
     };
     let join_timeout = if args.join_timeout == 0.0 {
@@ -91,6 +100,21 @@ pub fn run(args: NodeArgs) -> CliResult {
     let addrs: Vec<String> = node.local_addrs().iter().map(|a| a.to_string()).collect();
     tracing::info!(peer = %node.id(), addrs = %addrs.join(","), network = %args.network, "node up");
     let events = node.events()?;
+    // Started before subscribing, so topic-neighbour events are all seen.
+    let _web = match web_addr {
+        Some(addr) => {
+            let topics = args
+                .topic
+                .iter()
+                .map(|t| common::topic_id(t).map(|id| (t.clone(), id)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let view = WebView::start(addr, "node", topics)?;
+            view.add_node("this node", Arc::clone(&node));
+            tracing::info!("web view at http://{}/", view.addr());
+            Some(view)
+        }
+        None => None,
+    };
 
     let mut subs: Vec<(String, Subscription)> = Vec::new();
     for name in &args.topic {

@@ -585,3 +585,156 @@ fn demo_json_summary() {
     assert!(err.contains("killed 2 nodes"), "{err}");
     assert!(!err.contains('\x1b'), "no terminal escapes on a pipe");
 }
+
+/// The body of `GET path` from a `--web` server (headers stripped).
+fn http_body(addr: &str, path: &str) -> String {
+    let resp = http_get(addr, path);
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// The `host:port` of the "web view at http://…/" line a command prints on stderr.
+fn web_addr(p: &Proc) -> String {
+    let line = p.stderr_line("web view at http://", SHORT);
+    let url = line
+        .split("web view at http://")
+        .nth(1)
+        .expect("url")
+        .trim();
+    url.trim_end_matches('/').to_owned()
+}
+
+#[test]
+fn demo_web_serves_page_state_and_event_stream() {
+    let demo = Proc::spawn(&[
+        "demo",
+        "--nodes",
+        "5",
+        "--duration",
+        "15",
+        "--kill",
+        "0",
+        "--json",
+        "--web",
+        "127.0.0.1:0",
+    ]);
+    let addr = web_addr(&demo);
+
+    // The page is the embedded, self-contained one.
+    let page = http_get(&addr, "/");
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("text/html") && page.contains("new EventSource(\"/events\")"));
+    assert!(!page.contains("<script src"), "no external scripts");
+
+    // /state.json: every node of the demo, alive, once started.
+    let deadline = Instant::now() + SHORT;
+    let state = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&http_body(&addr, "/state.json")).expect("state is JSON");
+        let nodes = v["nodes"].as_array().expect("nodes").len();
+        let linked = v["links"].as_array().is_some_and(|l| !l.is_empty());
+        if nodes == 5 && linked {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "state never showed 5 nodes: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(state["mode"], "demo");
+    assert_eq!(state["eager_tree_exposed"], false);
+    let nodes = state["nodes"].as_array().unwrap();
+    assert!(nodes
+        .iter()
+        .all(|n| n["local"] == true && n["alive"] == true));
+    let topics = state["topics"].as_array().expect("topics");
+    assert_eq!(topics.len(), 3, "{state}");
+    assert_eq!(topics[0]["name"], "demo-0");
+
+    // /events: a text/event-stream of JSON snapshots, a new one at least every ~500 ms.
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect web");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s);
+    let started = Instant::now();
+    let mut head = String::new();
+    let mut snapshots: Vec<serde_json::Value> = Vec::new();
+    let mut line = String::new();
+    while snapshots.len() < 2 {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read event stream");
+        assert!(n > 0, "event stream closed early");
+        if let Some(data) = line.strip_prefix("data: ") {
+            snapshots.push(serde_json::from_str(data.trim()).expect("event is JSON"));
+        } else if snapshots.is_empty() {
+            head.push_str(&line);
+        }
+    }
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("Content-Type: text/event-stream"), "{head}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(snapshots[1]["version"].as_u64() > snapshots[0]["version"].as_u64());
+    assert_eq!(snapshots[1]["nodes"].as_array().unwrap().len(), 5);
+
+    assert!(http_get(&addr, "/nope").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn node_web_shows_this_node_and_its_peer() {
+    let (mut a, a_contact) = node(&["--topic", "chat", "--meta", "alpha", "--web", "127.0.0.1:0"]);
+    let addr = web_addr(&a);
+    let (mut b, _) = node(&[
+        "--bootstrap",
+        &a_contact,
+        "--topic",
+        "chat",
+        "--meta",
+        "beta",
+    ]);
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&http_body(&addr, "/state.json")).expect("state is JSON");
+        assert_eq!(v["mode"], "node");
+        let nodes = v["nodes"].as_array().expect("nodes");
+        // This node, and the other process's node: linked, and online on "chat".
+        if nodes.len() == 2
+            && v["links"].as_array().is_some_and(|l| l.len() == 1)
+            && v["topics"][0]["online"].to_string().contains("beta")
+        {
+            assert_eq!(nodes[0]["label"], "this node");
+            assert_eq!(nodes[0]["local"], true);
+            assert_eq!(nodes[1]["local"], false);
+            assert_eq!(nodes[1]["label"], "beta");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(b.signal_and_wait("TERM", SHORT), 0);
+    assert_eq!(a.signal_and_wait("TERM", SHORT), 0);
+}
+
+#[test]
+fn bad_web_addresses_are_usage_errors() {
+    let out = run(&["demo", "--web", "localhost"], None, SHORT);
+    assert_fails(&out, 2, "invalid --web address \"localhost\"");
+    let out = run(
+        &["node", "--bind", "127.0.0.1:0", "--web", "1.2.3.4"],
+        None,
+        SHORT,
+    );
+    assert_fails(&out, 2, "invalid --web address");
+    // A port already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().unwrap().to_string();
+    let out = run(
+        &["demo", "--nodes", "2", "--duration", "1", "--web", &port],
+        None,
+        SHORT,
+    );
+    assert_fails(&out, 2, "cannot listen on --web address");
+}
