@@ -4,9 +4,9 @@
 //! (`GET /events`, every ~500 ms and soon after a change).
 //!
 //! Everything comes from the public `Node` API: `stats()` (counters), `online()`
-//! (presence lists) and `events()` (neighbour and topic-neighbour up/down). The Plumtree
-//! eager/lazy split is not exposed by that API, so a topic's links are its topic
-//! neighbours (the eager tree is a subset of them); the page says so.
+//! (presence lists), `topic_tree()` (each topic's Plumtree eager/lazy split) and
+//! `events()` (neighbour and topic-neighbour up/down). A topic's links are its topic
+//! neighbours; those some local end keeps eager (the broadcast tree) are marked so.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
@@ -324,6 +324,9 @@ fn snapshot(inner: &Inner, graph: &mut Graph) -> Value {
     let mut presence: Vec<serde_json::Map<String, Value>> =
         vec![serde_json::Map::new(); inner.topics.len()];
     let mut remote_meta: BTreeMap<PeerId, String> = BTreeMap::new();
+    // Per topic: tree links reported by local nodes, eager ones and all (eager + lazy).
+    let mut eager: Vec<BTreeSet<(PeerId, PeerId)>> = vec![BTreeSet::new(); inner.topics.len()];
+    let mut tree: Vec<BTreeSet<(PeerId, PeerId)>> = vec![BTreeSet::new(); inner.topics.len()];
     for (i, (label, node, id)) in locals.iter().enumerate() {
         seen.insert(*id);
         let stats = if graph.dead.contains(id) {
@@ -347,6 +350,10 @@ fn snapshot(inner: &Inner, graph: &mut Graph) -> Value {
             continue;
         }
         for (ti, (_, topic)) in inner.topics.iter().enumerate() {
+            if let Ok((e, l)) = node.topic_tree(*topic) {
+                eager[ti].extend(e.iter().map(|p| pair(id, p)));
+                tree[ti].extend(e.iter().chain(&l).map(|p| pair(id, p)));
+            }
             let Ok(entries) = node.online(*topic) else {
                 continue;
             };
@@ -378,6 +385,9 @@ fn snapshot(inner: &Inner, graph: &mut Graph) -> Value {
     for set in graph.topic_links.values() {
         remote.extend(set.iter().map(|(_, p)| *p));
     }
+    for set in &tree {
+        remote.extend(set.iter().flat_map(|(a, b)| [*a, *b]));
+    }
     for p in remote.difference(&seen) {
         let label = remote_meta
             .get(p)
@@ -391,15 +401,19 @@ fn snapshot(inner: &Inner, graph: &mut Graph) -> Value {
         .topics
         .iter()
         .zip(presence)
-        .map(|((name, id), online)| {
-            let tl: BTreeSet<(PeerId, PeerId)> = graph
+        .zip(eager.iter().zip(tree))
+        .map(|(((name, id), online), (eager, tree))| {
+            // Topic neighbours from events, plus the tree's (the two can briefly differ).
+            let mut tl: BTreeSet<(PeerId, PeerId)> = graph
                 .topic_links
                 .get(id)
                 .map(|s| s.iter().map(|(a, b)| pair(a, b)).collect())
                 .unwrap_or_default();
+            tl.extend(tree);
             json!({
                 "name": name, "id": id.short(),
                 "links": tl.iter().map(edge).collect::<Vec<_>>(),
+                "eager": eager.iter().map(edge).collect::<Vec<_>>(),
                 "online": online,
             })
         })
@@ -407,7 +421,7 @@ fn snapshot(inner: &Inner, graph: &mut Graph) -> Value {
     json!({
         "mode": inner.mode,
         "uptime_s": (inner.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-        "eager_tree_exposed": false,
+        "eager_tree_exposed": true,
         "nodes": nodes,
         "links": links.iter().map(edge).collect::<Vec<_>>(),
         "topics": topics,

@@ -634,14 +634,17 @@ fn demo_web_serves_page_state_and_event_stream() {
             serde_json::from_str(&http_body(&addr, "/state.json")).expect("state is JSON");
         let nodes = v["nodes"].as_array().expect("nodes").len();
         let linked = v["links"].as_array().is_some_and(|l| !l.is_empty());
-        if nodes == 5 && linked {
+        let eager = v["topics"][0]["eager"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty());
+        if nodes == 5 && linked && eager {
             break v;
         }
         assert!(Instant::now() < deadline, "state never showed 5 nodes: {v}");
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(state["mode"], "demo");
-    assert_eq!(state["eager_tree_exposed"], false);
+    assert_eq!(state["eager_tree_exposed"], true);
     let nodes = state["nodes"].as_array().unwrap();
     assert!(nodes
         .iter()
@@ -649,6 +652,13 @@ fn demo_web_serves_page_state_and_event_stream() {
     let topics = state["topics"].as_array().expect("topics");
     assert_eq!(topics.len(), 3, "{state}");
     assert_eq!(topics[0]["name"], "demo-0");
+    // Plumtree's eager links are drawn, and each is one of the topic's links.
+    for t in topics {
+        let links = t["links"].as_array().expect("topic links");
+        for e in t["eager"].as_array().expect("eager links") {
+            assert!(links.contains(e), "eager {e} not a link of {t}");
+        }
+    }
 
     // /events: a text/event-stream of JSON snapshots, a new one at least every ~500 ms.
     let mut s = std::net::TcpStream::connect(&addr).expect("connect web");

@@ -803,6 +803,14 @@ impl Node {
         self.call(|reply| Command::Online { topic, reply })
     }
 
+    /// This node's Plumtree neighbours on `topic`: `(eager, lazy)`. Eager peers get every
+    /// message in full (the spanning-tree links); lazy peers get only `IHave` digests and
+    /// are grafted into the tree if they announce something missed. Both are subsets of
+    /// the topic neighbours; both are empty if this node is not a member of `topic`.
+    pub fn topic_tree(&self, topic: TopicId) -> Result<(Vec<PeerId>, Vec<PeerId>), Error> {
+        self.call(|reply| Command::TopicTree { topic, reply })
+    }
+
     /// A receiver of network events from now on.
     pub fn events(&self) -> Result<Events, Error> {
         let queue = Arc::new(Queue::new(self.queue_capacity));

@@ -159,6 +159,27 @@ fn three_nodes_smoke() {
             );
         }
     }
+    // The Plumtree split: after messages flowed each node has an eager (tree) peer, and
+    // eager and lazy are disjoint sets of other members.
+    for n in nodes {
+        let (eager, lazy) = n.topic_tree(topic).expect("topic_tree");
+        let others: BTreeSet<PeerId> = nodes
+            .iter()
+            .map(|m| m.id())
+            .filter(|p| *p != n.id())
+            .collect();
+        let eager_set: BTreeSet<PeerId> = eager.iter().copied().collect();
+        let lazy_set: BTreeSet<PeerId> = lazy.iter().copied().collect();
+        assert!(!eager.is_empty(), "{}: no eager peer", n.id().short());
+        assert!(eager_set.is_subset(&others), "{eager:?}");
+        assert!(lazy_set.is_subset(&others), "{lazy:?}");
+        assert!(eager_set.is_disjoint(&lazy_set), "{eager:?} {lazy:?}");
+    }
+    assert_eq!(
+        a.topic_tree(TopicId::from_name("not joined")).unwrap(),
+        (vec![], vec![])
+    );
+
     let stats = a.stats().expect("stats");
     assert!(
         stats.peers >= 2 && stats.msgs_in > 0 && stats.bytes_out > 0,

@@ -57,6 +57,9 @@ async function main() {
     // The overlay formed: links drawn and the first node sees everyone online.
     await page.waitForFunction(n => document.querySelectorAll("svg line.link").length >= n - 1 &&
       (document.querySelectorAll("ul.presence-list")[0]?.children.length ?? 0) >= n - 1, NODES, { timeout: 30_000 });
+    // Plumtree's eager tree is drawn (solid topic links).
+    await page.waitForFunction(() => document.querySelectorAll("svg line.tlink.eager").length > 0,
+      null, { timeout: 30_000 });
     // The demo publishes ~10 messages/s: the counters must move on the next pushes.
     const read = () => page.evaluate(() => ({
       published: Number(document.getElementById("published").textContent),

@@ -119,6 +119,10 @@ pub(crate) enum Command {
         topic: TopicId,
         reply: oneshot::Sender<Vec<Entry>>,
     },
+    TopicTree {
+        topic: TopicId,
+        reply: oneshot::Sender<(Vec<PeerId>, Vec<PeerId>)>,
+    },
     Events(Arc<Queue<NetEvent>>),
     Stats(oneshot::Sender<Stats>),
     Shutdown(oneshot::Sender<()>),
@@ -473,6 +477,9 @@ impl Driver {
             Command::ClearPresence(topic) => self.state.clear_presence(&topic, now),
             Command::Online { topic, reply } => {
                 let _ = reply.send(self.state.online(&topic));
+            }
+            Command::TopicTree { topic, reply } => {
+                let _ = reply.send(self.state.topic_tree(&topic));
             }
             Command::Events(queue) => self.watchers.push(queue),
             Command::Stats(reply) => {
