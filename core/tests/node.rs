@@ -159,8 +159,10 @@ fn three_nodes_smoke() {
             );
         }
     }
-    // The Plumtree split: after messages flowed each node has an eager (tree) peer, and
-    // eager and lazy are disjoint sets of other members.
+    // The Plumtree split: every node's topic neighbours are split into disjoint eager and
+    // lazy sets of other members. (A node can be left with no eager link for a moment when
+    // concurrent publishes prune different edges of a cycle; a graft repairs it, so "has an
+    // eager peer" is not an invariant to assert here.)
     for n in nodes {
         let (eager, lazy) = n.topic_tree(topic).expect("topic_tree");
         let others: BTreeSet<PeerId> = nodes
@@ -170,7 +172,11 @@ fn three_nodes_smoke() {
             .collect();
         let eager_set: BTreeSet<PeerId> = eager.iter().copied().collect();
         let lazy_set: BTreeSet<PeerId> = lazy.iter().copied().collect();
-        assert!(!eager.is_empty(), "{}: no eager peer", n.id().short());
+        assert!(
+            !eager.is_empty() || !lazy.is_empty(),
+            "{}: no topic neighbour",
+            n.id().short()
+        );
         assert!(eager_set.is_subset(&others), "{eager:?}");
         assert!(lazy_set.is_subset(&others), "{lazy:?}");
         assert!(eager_set.is_disjoint(&lazy_set), "{eager:?} {lazy:?}");
