@@ -565,23 +565,33 @@ fn publish_before_any_peer_reaches_late_peers_and_lag_is_reported() {
     assert_eq!(got[0].id, r.id);
 
     // A slow consumer: 20 messages into a queue of 4 → Lagged(16), then the last 4.
+    // Every probe published while waiting for the link reaches b too (pushed, or offered by
+    // neighbour sync and grafted a little later), so wait for all of them and the burst.
+    let before = b.stats().unwrap().delivered;
+    let mut probes = 0u64;
     wait_until(
         Duration::from_secs(10),
         || "a has b as topic neighbour".into(),
         || {
+            probes += 1;
             a.publish(topic, "probe")
                 .map(|r| r.peers > 0)
                 .unwrap_or(false)
         },
     );
-    let before = b.stats().unwrap().delivered;
     for k in 0..20 {
         a.publish(topic, format!("burst {k}")).unwrap();
     }
+    let want = before + probes + 20;
     wait_until(
         Duration::from_secs(10),
-        || "b delivered the burst".into(),
-        || b.stats().unwrap().delivered >= before + 20,
+        || {
+            format!(
+                "b delivered {} of {want} (probes and burst)",
+                b.stats().unwrap().delivered
+            )
+        },
+        || b.stats().unwrap().delivered >= want,
     );
     let mut lagged = 0;
     let mut msgs = Vec::new();
