@@ -1059,14 +1059,7 @@ impl State {
             let delay = t.walk_backoff;
             t.walk_backoff = (t.walk_backoff * 2).min(dc.retry_max);
             t.next_walk = now + delay;
-            // Known members first: neighbours that announced the topic, then hints.
-            let mut candidates: Vec<PeerInfo> = self
-                .directory
-                .neighbors_on(&topic)
-                .into_iter()
-                .filter_map(|p| self.global.peer_info(&p))
-                .collect();
-            candidates.extend(self.directory.hints(&topic));
+            let candidates = known_members(&self.directory, &self.global, &topic);
             if let Some(first) = candidates.choose(&mut self.rng).cloned() {
                 let mut ev = Vec::new();
                 for c in candidates.iter().filter(|c| c.id != first.id) {
@@ -1148,13 +1141,7 @@ impl State {
                     return;
                 }
                 // Not a member: hand the walk to a member we know of, else walk on.
-                let mut known: Vec<PeerInfo> = self
-                    .directory
-                    .neighbors_on(&topic)
-                    .into_iter()
-                    .filter_map(|p| self.global.peer_info(&p))
-                    .collect();
-                known.extend(self.directory.hints(&topic));
+                let mut known = known_members(&self.directory, &self.global, &topic);
                 known.retain(|p| p.id != origin.id && p.id != from);
                 if !looking {
                     known.clear();
@@ -1230,4 +1217,20 @@ impl State {
             }
         }
     }
+}
+
+/// Members of `topic` this node knows of: network-wide neighbours that announced it (with
+/// their addresses), then hints remembered from discovery answers.
+fn known_members(
+    directory: &discovery::Directory,
+    global: &hyparview::State,
+    topic: &TopicId,
+) -> Vec<PeerInfo> {
+    let mut known: Vec<PeerInfo> = directory
+        .neighbors_on(topic)
+        .into_iter()
+        .filter_map(|p| global.peer_info(&p))
+        .collect();
+    known.extend(directory.hints(topic));
+    known
 }
