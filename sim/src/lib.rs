@@ -321,24 +321,8 @@ fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], fro
         if global.is_empty() || (subs.contains(&i) && s.topic_neighbors(&topic()).is_empty()) {
             isolated += 1;
         }
-        for p in global {
-            let mutual = sim
-                .index_of(&p)
-                .and_then(|j| sim.state(j))
-                .is_some_and(|o| o.neighbors().contains(&s.peer_id()));
-            if !mutual {
-                asym += 1;
-            }
-        }
-        for p in s.topic_neighbors(&topic()) {
-            let mutual = sim
-                .index_of(&p)
-                .and_then(|j| sim.state(j))
-                .is_some_and(|o| o.topic_neighbors(&topic()).contains(&s.peer_id()));
-            if !mutual {
-                asym += 1;
-            }
-        }
+        asym += one_sided_links(sim, s, |o| o.neighbors());
+        asym += one_sided_links(sim, s, |o| o.topic_neighbors(&topic()));
     }
     report.declared_dead = live
         .iter()
@@ -361,6 +345,22 @@ fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], fro
     report.topic_view_changes_per_node =
         (sim.traffic.topic_view_changes - from.view_changes) as f64 / live.len().max(1) as f64;
     report.events = sim.events;
+}
+
+/// How many of `s`'s links (as `links` gives them) the other end does not have back.
+fn one_sided_links(
+    sim: &Sim,
+    s: &proto::State,
+    links: impl Fn(&proto::State) -> Vec<starling_core::identity::PeerId>,
+) -> usize {
+    links(s)
+        .into_iter()
+        .filter(|p| {
+            !sim.index_of(p)
+                .and_then(|j| sim.state(j))
+                .is_some_and(|o| links(o).contains(&s.peer_id()))
+        })
+        .count()
 }
 
 /// The number of connected components among the live nodes of `nodes`, following the
