@@ -1,0 +1,1 @@
+//! The C ABI (`starling_*`), conventions in docs/C-API.md.
