@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod c_api;
+pub mod logging;
 pub mod uniffi_api;
 
 uniffi::setup_scaffolding!();
