@@ -840,8 +840,15 @@ impl Node {
         if let Some(Ok(())) = block_on_until(self.commands.send(Command::Shutdown(tx)), deadline) {
             let _ = block_on_until(rx, deadline);
         }
-        // Safe inside an async context, unlike dropping the runtime.
-        runtime.shutdown_background();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Safe inside an async context, unlike dropping the runtime.
+            runtime.shutdown_background();
+        } else {
+            // Outside one, wait for the worker threads to exit, so that none of the
+            // library's code runs after shutdown (C hosts may unload it; leak checkers
+            // see no live threads at exit).
+            runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+        }
         tracing::info!(peer = %self.id.short(), "node shut down");
     }
 
