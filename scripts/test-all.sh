@@ -29,3 +29,8 @@ elif [ "${STARLING_REQUIRE_WEB_TEST:-0}" = 1 ]; then
 else
     echo "skipped: needs /usr/bin/chromium, node, and 'npm ci' in cli/tests/web (.ci/run does both)"
 fi
+
+# libstarling's C API: header drift, C examples and tests (CMake, make, shared and static),
+# valgrind and AddressSanitizer (scripts/test-c.sh; .ci/run installs its tools).
+step "C API (scripts/test-c.sh)"
+./scripts/test-c.sh
