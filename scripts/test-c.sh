@@ -58,6 +58,11 @@ PKG_CONFIG_PATH="$sdk/lib/pkgconfig" make -C examples-c OUT="$target/c-make" -s
 "$target/c-make/chat-static" --nonsense 2>/dev/null && { echo "chat accepted a bad flag" >&2; exit 1; }
 "$target/c-make/telemetry" 2>/dev/null && { echo "telemetry ran without a command" >&2; exit 1; }
 
+step "the complete example of docs/C-API.md compiles"
+awk '/^```c$/{f=1;next} /^```$/{f=0} f' docs/C-API.md > "$target/c-make/doc-example.c"
+cc -std=c11 -Wall -Wextra -Werror -I"$sdk/include" "$target/c-make/doc-example.c" \
+    -L"$sdk/lib" -lstarling -Wl,-rpath,"$sdk/lib" -o "$target/c-make/doc-example"
+
 step "valgrind: no leaks, no errors"
 vg=(valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite,possible
     --suppressions=examples-c/tests/valgrind.supp -q)
