@@ -15,6 +15,9 @@
 //!   `Subscription::recv_timeout` on a thread vs the C `on_message` callback on the
 //!   subscription's delivery thread. The extra cost of the C path is the median of the
 //!   per-round differences (C minus Rust; negative: C was faster).
+//! - CPU: the calling thread's CPU time per publish call, and the receiving thread's CPU
+//!   time per message (mean over the run), which the load of a shared machine disturbs
+//!   far less than wall times.
 
 use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,14 +41,45 @@ fn now_ns() -> u64 {
     base().elapsed().as_nanos() as u64
 }
 
+/// CPU time of the calling thread in ns (wall time on a machine shared with other work
+/// mostly measures the scheduler; CPU time measures the work itself).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn payload(round: u64) -> Vec<u8> {
     let mut p = vec![0u8; PAYLOAD];
     p[..8].copy_from_slice(&round.to_le_bytes());
     p
 }
 
-/// Per round: when it was published (ns since `base`) and when it was delivered.
-type Stamps = Arc<Mutex<Vec<(u64, u64)>>>;
+/// Per round: when it was published (ns since `base`) and when it was delivered; and the
+/// receiving thread's CPU time at the first and the last measured round.
+#[derive(Default)]
+struct Rounds {
+    at: Vec<(u64, u64)>,
+    cpu_first: u64,
+    cpu_last: u64,
+    first: usize,
+}
+type Stamps = Arc<Mutex<Rounds>>;
+
+fn stamps(rounds: usize, first: usize) -> Stamps {
+    Arc::new(Mutex::new(Rounds {
+        at: vec![(0, 0); rounds],
+        first,
+        ..Rounds::default()
+    }))
+}
 
 fn record(stamps: &Stamps, payload: &[u8]) {
     let at = now_ns();
@@ -54,7 +88,13 @@ fn record(stamps: &Stamps, payload: &[u8]) {
         round.copy_from_slice(&payload[..8]);
         let round = u64::from_le_bytes(round) as usize;
         let mut s = stamps.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = s.get_mut(round) {
+        let last = s.at.len().saturating_sub(1);
+        if round == s.first {
+            s.cpu_first = thread_cpu_ns();
+        } else if round == last {
+            s.cpu_last = thread_cpu_ns();
+        }
+        if let Some(slot) = s.at.get_mut(round) {
             if slot.1 == 0 {
                 slot.1 = at;
             }
@@ -148,7 +188,7 @@ fn main() {
         .bootstrap(r_pub.contact())
         .start()
         .expect("start");
-    let r_stamps: Stamps = Arc::new(Mutex::new(vec![(0, 0); rounds]));
+    let r_stamps: Stamps = stamps(rounds, warmup);
     let sub = r_sub.subscribe(topic).expect("subscribe");
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
@@ -179,7 +219,7 @@ fn main() {
         .to_string_lossy()
         .into_owned();
     let c_sub = c_node(Some(&contact));
-    let c_stamps: &'static Stamps = Box::leak(Box::new(Arc::new(Mutex::new(vec![(0, 0); rounds]))));
+    let c_stamps: &'static Stamps = Box::leak(Box::new(stamps(rounds, warmup)));
     let callbacks = starling_callbacks {
         userdata: c_stamps as *const Stamps as *mut c_void,
         on_message: Some(on_message),
@@ -231,20 +271,25 @@ fn main() {
 
     let mut pub_rust = Vec::with_capacity(messages);
     let mut pub_c = Vec::with_capacity(messages);
+    let mut cpu_rust = Vec::with_capacity(messages);
+    let mut cpu_c = Vec::with_capacity(messages);
     for round in 0..rounds {
         let p = payload(round as u64);
         // Alternate which side goes first so neither always runs on a warmer cache.
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
+                let cpu0 = thread_cpu_ns();
                 let t0 = now_ns();
-                r_stamps.lock().unwrap_or_else(|e| e.into_inner())[round].0 = t0;
+                r_stamps.lock().unwrap_or_else(|e| e.into_inner()).at[round].0 = t0;
                 r_pub.publish(topic, p.clone()).expect("publish");
                 if round >= warmup {
                     pub_rust.push((now_ns() - t0) as f64 / 1000.0);
+                    cpu_rust.push((thread_cpu_ns() - cpu0) as f64 / 1000.0);
                 }
             } else {
+                let cpu0 = thread_cpu_ns();
                 let t0 = now_ns();
-                c_stamps.lock().unwrap_or_else(|e| e.into_inner())[round].0 = t0;
+                c_stamps.lock().unwrap_or_else(|e| e.into_inner()).at[round].0 = t0;
                 check(
                     starling_node_publish(
                         c_pub,
@@ -258,6 +303,7 @@ fn main() {
                 );
                 if round >= warmup {
                     pub_c.push((now_ns() - t0) as f64 / 1000.0);
+                    cpu_c.push((thread_cpu_ns() - cpu0) as f64 / 1000.0);
                 }
             }
         }
@@ -268,7 +314,7 @@ fn main() {
     // Per round: the delivery latency (None if the message was not delivered).
     let latencies = |stamps: &Stamps| -> Vec<Option<f64>> {
         let s = stamps.lock().unwrap_or_else(|e| e.into_inner());
-        s[warmup..]
+        s.at[warmup..]
             .iter()
             .map(|(t0, t1)| (*t1 > *t0 && *t0 > 0).then(|| (t1 - t0) as f64 / 1000.0))
             .collect()
@@ -284,6 +330,13 @@ fn main() {
         .zip(&lat_rust)
         .filter_map(|(c, r)| Some((*c)? - (*r)?))
         .collect();
+    let cpu_per_message = |stamps: &Stamps| -> f64 {
+        let s = stamps.lock().unwrap_or_else(|e| e.into_inner());
+        let n = s.at.len().saturating_sub(1 + s.first).max(1);
+        s.cpu_last.saturating_sub(s.cpu_first) as f64 / n as f64 / 1000.0
+    };
+    let (recv_cpu_rust, recv_cpu_c) = (cpu_per_message(&r_stamps), cpu_per_message(c_stamps));
+    let cpu_diff: Vec<f64> = cpu_c.iter().zip(&cpu_rust).map(|(c, r)| c - r).collect();
     let lat_rust: Vec<f64> = lat_rust.into_iter().flatten().collect();
     let lat_c: Vec<f64> = lat_c.into_iter().flatten().collect();
 
@@ -297,6 +350,7 @@ fn main() {
 
     let (pr, pc, pd) = (median(pub_rust), median(pub_c), median(pub_diff));
     let (lr, lc, ld) = (median(lat_rust), median(lat_c), median(lat_diff));
+    let (cr, cc, cd) = (median(cpu_rust), median(cpu_c), median(cpu_diff));
     if json_out {
         println!(
             "{}",
@@ -304,6 +358,9 @@ fn main() {
                 "suite": "c_abi", "messages": messages, "payload": PAYLOAD,
                 "publish_rust_us": pr, "publish_c_us": pc, "publish_overhead_us": pd,
                 "delivery_rust_us": lr, "delivery_c_us": lc, "dispatch_overhead_us": ld,
+                "publish_cpu_rust_us": cr, "publish_cpu_c_us": cc, "publish_cpu_overhead_us": cd,
+                "receive_cpu_rust_us": recv_cpu_rust, "receive_cpu_c_us": recv_cpu_c,
+                "receive_cpu_overhead_us": recv_cpu_c - recv_cpu_rust,
                 "delivered_rust": got_rust, "delivered_c": got_c,
             })
         );
@@ -316,6 +373,11 @@ fn main() {
         println!("| publish call | {pr:.1} | {pc:.1} | {pd:+.1} |");
         println!(
             "| publish → subscriber sees it (recv vs callback) | {lr:.1} | {lc:.1} | {ld:+.1} |"
+        );
+        println!("| publish call, CPU time of the calling thread | {cr:.1} | {cc:.1} | {cd:+.1} |");
+        println!(
+            "| receiving thread CPU per message (recv loop vs delivery thread + callback; mean) | {recv_cpu_rust:.1} | {recv_cpu_c:.1} | {:+.1} |",
+            recv_cpu_c - recv_cpu_rust
         );
         println!("\ndelivered: Rust {got_rust}/{messages}, C {got_c}/{messages}");
     }
