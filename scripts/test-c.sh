@@ -45,6 +45,15 @@ if grep -qi uniffi include/starling.h; then
     exit 1
 fi
 
+step "the header compiles as C99, C11 and C++ with warnings as errors"
+printf '#include <starling.h>\nint main(void) { return STARLING_RESULT_OK; }\n' > "$target/c-header-check.c"
+for std in c99 c11; do
+    cc -std=$std -Wall -Wextra -Wpedantic -Werror -Iinclude -fsyntax-only "$target/c-header-check.c"
+done
+if command -v c++ >/dev/null 2>&1; then
+    c++ -std=c++11 -Wall -Wextra -Werror -Iinclude -fsyntax-only -x c++ "$target/c-header-check.c"
+fi
+
 step "build libstarling and install the C SDK into $sdk"
 scripts/install-c.sh --prefix "$sdk"
 
