@@ -83,6 +83,7 @@ static void on_presence(void *userdata, const starling_presence_event *e) {
 static void on_lagged(void *userdata, uint64_t dropped) {
     (void)userdata;
     printf("* (%llu messages dropped: too slow)\n", (unsigned long long)dropped);
+    fflush(stdout);
 }
 
 static int fail(const char *what, starling_result r) {
@@ -120,6 +121,7 @@ int main(int argc, char **argv) {
     char contact[STARLING_CONTACT_SIZE];
     if (starling_node_contact(node, contact, sizeof contact, NULL) == STARLING_RESULT_OK)
         printf("* you are %s (others: --join %s)\n", name, contact);
+    fflush(stdout);
 
     roster *peers = calloc(1, sizeof *peers);
     if (!peers) return 1;
@@ -151,6 +153,7 @@ int main(int argc, char **argv) {
             break;
         }
         if (receipt.peers == 0) printf("* (nobody to send to yet; kept for newcomers)\n");
+        fflush(stdout);
     }
 
     starling_node_clear_presence(node, t, strlen(topic));
