@@ -147,8 +147,13 @@ struct Scene {
 
 impl Scene {
     fn new(base: u32, topic: &str) -> Scene {
+        Self::with(base, topic, |b| b)
+    }
+
+    /// A scene whose victim's builder is adjusted by `tweak`.
+    fn with(base: u32, topic: &str, tweak: impl FnOnce(Builder) -> Builder) -> Scene {
         let topic = TopicId::from_name(topic);
-        let victim = builder(base).start().expect("victim starts");
+        let victim = tweak(builder(base)).start().expect("victim starts");
         let victim_sub = victim.subscribe(topic).unwrap();
         let publisher = builder(base + 1)
             .bootstrap(victim.contact())
@@ -711,6 +716,35 @@ fn message_flood_at_ten_times_the_rate_limit() {
     );
     // About the burst (1 s at the rate, plus the refill until the cut-off) got through.
     assert!(s.delivered - HONEST as u64 <= 2 * rate, "{s:?}");
+    scene.assert_bounded();
+}
+
+#[test]
+fn sybil_connections_beyond_the_limit_are_refused() {
+    // Room for the publisher, the subscriber and two more.
+    let scene = Scene::with(210, "sybil", |b| {
+        let mut c = b.config_ref().clone();
+        c.max_connections = 4;
+        b.config(c)
+    });
+    let sybils: Vec<Attacker> = (0..8).map(|i| Attacker::new(260 + i)).collect();
+    let conns = scene.honest_traffic_during("sybil", || {
+        sybils
+            .iter()
+            .filter_map(|a| a.connect(&scene.victim).ok().map(|c| (a, c)))
+            .collect::<Vec<_>>()
+    });
+    // Every sybil beyond the limit was closed at once; the others hold a slot each.
+    let mut closed = 0;
+    for (a, c) in &conns {
+        if a.closed_code(c, Duration::from_millis(300)).is_some() {
+            closed += 1;
+        }
+    }
+    let s = scene.stats();
+    assert!(s.peers <= 4, "{s:?}");
+    assert!(count(&s.refused, "connection_limit") >= 6, "{s:?}");
+    assert!(closed >= 6, "only {closed} sybil connections were closed");
     scene.assert_bounded();
 }
 
