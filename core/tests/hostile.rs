@@ -899,3 +899,46 @@ fn admission_hook_refuses_inbound_and_outbound() {
         || a.stats().unwrap().neighbors >= 1 && b.stats().unwrap().neighbors >= 1,
     );
 }
+
+#[test]
+fn pending_dials_are_bounded() {
+    let l = PeerLimits {
+        max_pending_dials: 1,
+        ..limits()
+    };
+    let a = builder(230).peer_limits(l).start().unwrap();
+    let events = a.events().unwrap();
+    // Sockets that never answer: each dial waits out the handshake timeout.
+    let silent: Vec<std::net::UdpSocket> = (0..4)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let targets: Vec<String> = silent
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "{}@{}",
+                key(231 + i as u32).peer_id(),
+                s.local_addr().unwrap()
+            )
+        })
+        .collect();
+    a.join(&targets).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut limited = 0;
+    while limited < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {limited} dials refused by the pending-dial limit"
+        );
+        if let Ok(starling_core::node::NetEvent::DialFailed { reason, .. }) =
+            events.recv_timeout(left)
+        {
+            if reason.contains("too many pending dials") {
+                limited += 1;
+            }
+        }
+    }
+    assert!(count(&a.stats().unwrap().drops, "dial_limit") >= 3);
+}

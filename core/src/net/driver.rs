@@ -945,14 +945,17 @@ impl Driver {
                         Err(e) => last = Some((Some(addr), e)),
                     }
                 }
-                if let Some(err) = last {
-                    let _ = tx
-                        .send(Internal::Dialed {
-                            peer: None,
-                            result: Err(err),
-                        })
-                        .await;
-                }
+                // Always answered, so the count of dials in flight stays right.
+                let err = last.unwrap_or((
+                    None,
+                    TransportError::Config("no address to dial".to_owned()),
+                ));
+                let _ = tx
+                    .send(Internal::Dialed {
+                        peer: None,
+                        result: Err(err),
+                    })
+                    .await;
             }
             .in_current_span(),
         );
