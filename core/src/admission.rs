@@ -333,7 +333,10 @@ impl Refusal {
 /// do not throttle: they sit well above the fastest honest link measured (8,600
 /// broadcasts/s between two nodes, docs/BENCHMARKS.md) and the throughput goal (20,000/s),
 /// and a receiver's signature checks (about 11,000/s per core) bound honest forwarding
-/// anyway. Lower them for small devices.
+/// anyway. Lower them for small devices, but keep `messages_per_sec` above the total rate
+/// a neighbour may forward: a node forwards everything it accepted from all its peers, so
+/// a limit at the level of one peer's honest traffic would make it cut off an honest
+/// forwarder of several publishers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeerLimits {
     /// Frames per second from one peer, of any kind (default 100,000); counted before the

@@ -41,7 +41,8 @@ fn key(n: u32) -> Keypair {
     Keypair::from_seed(seed)
 }
 
-/// Low limits so that a test can exceed them tenfold in a fraction of a second.
+/// Low limits so that a test can exceed them tenfold in a fraction of a second (the
+/// victim's; see [`Scene::with`]).
 fn limits() -> PeerLimits {
     PeerLimits {
         frames_per_sec: 2_000.0,
@@ -155,12 +156,16 @@ impl Scene {
         let topic = TopicId::from_name(topic);
         let victim = tweak(builder(base)).start().expect("victim starts");
         let victim_sub = victim.subscribe(topic).unwrap();
+        // The honest peers keep the default limits: the victim forwards what it accepted
+        // (up to its own limit) and must not look like a flooder to them.
         let publisher = builder(base + 1)
+            .peer_limits(PeerLimits::default())
             .bootstrap(victim.contact())
             .start()
             .unwrap();
         let publisher_sub = publisher.subscribe(topic).unwrap();
         let subscriber = builder(base + 2)
+            .peer_limits(PeerLimits::default())
             .bootstrap(victim.contact())
             .start()
             .unwrap();

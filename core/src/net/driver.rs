@@ -353,11 +353,7 @@ impl Driver {
 
     /// Whether `peer` may be connected to now; counts and logs a refusal.
     fn admit(&mut self, peer: &PeerId, direction: &'static str) -> Result<(), Refusal> {
-        let refusal = if self
-            .banned
-            .get(peer)
-            .is_some_and(|until| *until > Instant::now())
-        {
+        let refusal = if self.is_banned(peer) {
             Some(Refusal::Banned)
         } else if self.hook.as_ref().is_some_and(|h| !h.admits(peer)) {
             Some(Refusal::Hook)
@@ -372,6 +368,13 @@ impl Driver {
                 Err(r)
             }
         }
+    }
+
+    /// Whether `peer` is kept out right now.
+    fn is_banned(&self, peer: &PeerId) -> bool {
+        self.banned
+            .get(peer)
+            .is_some_and(|until| *until > Instant::now())
     }
 
     fn refuse(&mut self, reason: &'static str) {
@@ -739,7 +742,7 @@ impl Driver {
                         _ => None,
                     };
                     if let Some(why) = why {
-                        if !self.banned.contains_key(&peer) {
+                        if !self.is_banned(&peer) {
                             self.cut_off(peer, why);
                         }
                     }
@@ -998,12 +1001,7 @@ impl Driver {
                 // The peer's socket address is where it listens (one socket per node).
                 let peer = conn.peer_id();
                 if let Err(r) = self.admit(&peer, "inbound") {
-                    let code = if r == Refusal::Banned {
-                        CODE_BANNED
-                    } else {
-                        CODE_REFUSED
-                    };
-                    conn.close_with(code, r.as_str());
+                    conn.close_with(refusal_code(r), r.as_str());
                     return;
                 }
                 if !self.book.contains_key(&peer) {
@@ -1048,10 +1046,14 @@ impl Driver {
             Ok(conn) => match self.admit(&conn.peer_id(), "outbound") {
                 Ok(()) => Ok(conn),
                 Err(r) => {
-                    conn.close_with(CODE_REFUSED, r.as_str());
+                    conn.close_with(refusal_code(r), r.as_str());
+                    let addr = conn.remote_addr();
                     Err((
-                        Some(conn.remote_addr()),
-                        TransportError::Config(format!("refused: {}", r.as_str())),
+                        Some(addr),
+                        TransportError::Handshake {
+                            addr,
+                            reason: format!("refused: {}", r.as_str()),
+                        },
                     ))
                 }
             },
@@ -1093,6 +1095,11 @@ impl Driver {
             Internal::Frame { peer, msg, len } => {
                 self.counters.msgs_in += 1;
                 self.counters.bytes_in += len as u64;
+                // Frames a cut-off peer had queued before it was cut off go nowhere.
+                if self.is_banned(&peer) {
+                    self.counters.drop("from_banned_peer");
+                    return;
+                }
                 if let Some(c) = self.peers.get_mut(&peer).and_then(|s| s.conn.as_mut()) {
                     c.last_active = Instant::now();
                 }
@@ -1458,6 +1465,14 @@ async fn writer(
             tracing::debug!(peer = %conn.peer_id().short(), %class, error = %e, "send failed");
             return;
         }
+    }
+}
+
+/// The close code that tells a refused peer why.
+fn refusal_code(r: Refusal) -> u32 {
+    match r {
+        Refusal::Banned => CODE_BANNED,
+        _ => CODE_REFUSED,
     }
 }
 
