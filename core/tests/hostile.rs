@@ -688,10 +688,10 @@ fn message_flood_at_ten_times_the_rate_limit() {
     let mut conn = attacker.connect(&scene.victim).unwrap();
     let first = conn.clone();
     scene.honest_traffic_during("flood", || {
-        // 10× the limit for 1 s in 100 ms slices of valid, signed, distinct messages;
+        // 10× the limit for 3 s in 100 ms slices of valid, signed, distinct messages;
         // when cut off, keep knocking (refused during the back-off).
         let start = Instant::now();
-        for slice in 0..10 {
+        for slice in 0..30 {
             let frames: Vec<Vec<u8>> = (0..rate)
                 .map(|_| {
                     seq += 1;
@@ -712,11 +712,15 @@ fn message_flood_at_ten_times_the_rate_limit() {
     let s = scene.stats();
     let rss_after = rss_kib();
     println!(
-        "flood: attacker sent {sent} messages at 10x the {rate}/s limit; honest delivery \
-         {HONEST}/{HONEST} at victim and subscriber; victim delivered {} attacker messages \
-         (within the burst) before cutting it off; process RSS {rss_before} KiB -> \
-         {rss_after} KiB (+{} KiB, 3 nodes + attacker)",
+        "flood: attacker offered {} messages over 3 s at 10x the {rate}/s limit ({sent} \
+         accepted by its QUIC streams); honest delivery {HONEST}/{HONEST} at victim and \
+         subscriber; victim delivered {} attacker messages (its burst) before cutting it \
+         off, dropped {} queued frames of it, refused {} reconnects; process RSS \
+         {rss_before} KiB -> {rss_after} KiB (+{} KiB, 3 nodes + attacker)",
+        30 * rate,
         s.delivered - HONEST as u64,
+        count(&s.drops, "from_banned_peer"),
+        count(&s.refused, "banned"),
         rss_after.saturating_sub(rss_before)
     );
     // About the burst (1 s at the rate, plus the refill until the cut-off) got through.
