@@ -342,8 +342,8 @@ pub struct PeerLimits {
     /// Frames per second from one peer, of any kind (default 100,000); counted before the
     /// frame is decoded.
     pub frames_per_sec: f64,
-    /// Broadcasts (payload-carrying gossip) per second from one peer (default 50,000);
-    /// counted before the signature is checked.
+    /// Broadcasts (payload-carrying gossip, and each record of a presence snapshot) per
+    /// second from one peer (default 50,000); counted before the signature is checked.
     pub messages_per_sec: f64,
     /// IHAVE entries per second from one peer (default 100,000; honest lazy links carry
     /// one entry per broadcast).

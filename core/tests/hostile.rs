@@ -677,6 +677,61 @@ fn thousands_of_topics_leave_the_tables_bounded() {
 }
 
 #[test]
+fn presence_records_from_thousands_of_authors_stay_bounded() {
+    let max_records = 500;
+    let scene = Scene::with(220, "presence", |b| {
+        let mut p = starling_core::proto::Config::default();
+        p.presence.max_records = max_records;
+        // Within the victim's rate: this tests the table bound, not the rate limit.
+        b.protocol(p).peer_limits(PeerLimits {
+            messages_per_sec: 10_000.0,
+            ..limits()
+        })
+    });
+    let attacker = Attacker::new(221);
+    let conn = attacker.connect(&scene.victim).unwrap();
+    let topic = scene.topic;
+    // 800 Sybil authors, each with a valid, signed online record, in snapshot parts (fewer
+    // than the subscriber's queue of 1,024 items holds: the victim passes records on, and
+    // presence changes share the application's queue with messages).
+    let records: Vec<PresenceRecord> = (0..800u32)
+        .map(|i| {
+            PresenceRecord::new(
+                &key(100_000 + i),
+                topic,
+                1,
+                now_ms(),
+                60_000,
+                PresenceStatus::Online,
+                Bytes::from_static(b"sybil"),
+            )
+        })
+        .collect();
+    scene.honest_traffic_during("presence", || {
+        for part in records.chunks(32) {
+            let f = encode_frame(&Message::Topic {
+                topic,
+                msg: TopicMsg::PresenceSnapshot(part.to_vec()),
+            });
+            attacker.send(&conn, &[f]).unwrap();
+        }
+    });
+    wait_until(
+        Duration::from_secs(10),
+        || format!("table not filled: {:?}", scene.stats().tables),
+        || scene.stats().tables.presence_records >= max_records,
+    );
+    let s = scene.stats();
+    assert_eq!(s.tables.presence_records, max_records, "{s:?}");
+    assert!(scene.victim.online(topic).unwrap().len() <= max_records);
+    assert!(
+        s.cut_off.is_empty(),
+        "valid records are no violation: {s:?}"
+    );
+    scene.assert_bounded();
+}
+
+#[test]
 fn message_flood_at_ten_times_the_rate_limit() {
     let scene = Scene::new(200, "flood");
     let attacker = Attacker::new(199);

@@ -1359,12 +1359,20 @@ impl Rates {
 
     /// The rate a decoded message exceeds, if any.
     fn check(&mut self, msg: &Message, now: std::time::Instant) -> Option<&'static str> {
-        let Message::Topic {
-            msg: TopicMsg::Gossip(g),
-            ..
-        } = msg
-        else {
-            return None;
+        let g = match msg {
+            Message::Topic {
+                msg: TopicMsg::Gossip(g),
+                ..
+            } => g,
+            // Each record of a snapshot costs a signature check, like a broadcast.
+            Message::Topic {
+                msg: TopicMsg::PresenceSnapshot(records),
+                ..
+            } => {
+                let n = records.len().max(1) as f64;
+                return (!self.messages.take(n, now)).then_some("message_rate");
+            }
+            _ => return None,
         };
         let (bucket, n, why) = match g {
             GossipMsg::Gossip { .. } => (&mut self.messages, 1, "message_rate"),
