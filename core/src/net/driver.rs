@@ -1504,6 +1504,56 @@ mod tests {
     }
 
     #[test]
+    fn rates_count_broadcasts_ihave_entries_grafts_and_snapshot_records() {
+        use crate::wire::{IHave, MessageId};
+        let limits = PeerLimits {
+            messages_per_sec: 10.0,
+            ihave_per_sec: 10.0,
+            graft_per_sec: 10.0,
+            burst: Duration::from_secs(1),
+            ..PeerLimits::default()
+        };
+        let topic = TopicId([1; 32]);
+        let t0 = std::time::Instant::now();
+        let gossip = |g| Message::Topic {
+            topic,
+            msg: TopicMsg::Gossip(g),
+        };
+        let ihave = gossip(GossipMsg::IHave(vec![
+            IHave {
+                id: MessageId([0; 32]),
+                hops: 0,
+            };
+            6
+        ]));
+        let mut r = Rates::new(&limits);
+        assert_eq!(r.check(&ihave, t0), None);
+        assert_eq!(r.check(&ihave, t0), Some("ihave_rate"));
+        let graft = gossip(GossipMsg::Graft(vec![MessageId([0; 32]); 10]));
+        assert_eq!(r.check(&graft, t0), None);
+        // An empty graft still counts one.
+        assert_eq!(
+            r.check(&gossip(GossipMsg::Graft(Vec::new())), t0),
+            Some("graft_rate")
+        );
+        // Prunes and non-gossip traffic are only counted as frames.
+        for _ in 0..100 {
+            assert_eq!(r.check(&gossip(GossipMsg::Prune), t0), None);
+            assert_eq!(r.check(&ping(1), t0), None);
+        }
+        let snapshot = Message::Topic {
+            topic,
+            msg: TopicMsg::PresenceSnapshot(Vec::new()),
+        };
+        for _ in 0..10 {
+            assert_eq!(r.check(&snapshot, t0), None);
+        }
+        assert_eq!(r.check(&snapshot, t0), Some("message_rate"));
+        // Refilled at the rate.
+        assert_eq!(r.check(&snapshot, t0 + Duration::from_millis(200)), None);
+    }
+
+    #[test]
     fn frame_cache_encodes_a_repeated_message_once() {
         let mut cache = FrameCache::default();
         let a = cache.encode(ping(1));
