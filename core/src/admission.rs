@@ -348,8 +348,10 @@ pub struct PeerLimits {
     /// IHAVE entries per second from one peer (default 100,000; honest lazy links carry
     /// one entry per broadcast).
     pub ihave_per_sec: f64,
-    /// GRAFT requests (ids, or a bare graft) per second from one peer (default 20,000;
-    /// each costs this node a payload send).
+    /// GRAFT requests (ids, or a bare graft) per second from one peer (default 50,000;
+    /// each costs this node a payload send). An honest neighbour grafts what this node
+    /// announced to it, up to the rate of broadcasts this node passes on: keep it at
+    /// least `messages_per_sec`.
     pub graft_per_sec: f64,
     /// Bucket depth, in seconds of the rate (default 2 s).
     pub burst: Duration,
@@ -369,7 +371,7 @@ impl Default for PeerLimits {
             frames_per_sec: 100_000.0,
             messages_per_sec: 50_000.0,
             ihave_per_sec: 100_000.0,
-            graft_per_sec: 20_000.0,
+            graft_per_sec: 50_000.0,
             burst: Duration::from_secs(2),
             ban_duration: Duration::from_secs(60),
             max_banned: 4096,

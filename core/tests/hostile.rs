@@ -683,8 +683,11 @@ fn presence_records_from_thousands_of_authors_stay_bounded() {
         let mut p = starling_core::proto::Config::default();
         p.presence.max_records = max_records;
         // Within the victim's rate: this tests the table bound, not the rate limit.
+        // (Grafts too: the victim announces what it passes on, and honest neighbours graft
+        // it.)
         b.protocol(p).peer_limits(PeerLimits {
             messages_per_sec: 10_000.0,
+            graft_per_sec: 10_000.0,
             ..limits()
         })
     });
