@@ -150,6 +150,12 @@ impl Client {
         if let Some(path) = &args.identity {
             b = b.identity_file(path);
         }
+        if let Some((authority, credential)) = crate::authority::private_network(
+            args.authority.as_deref(),
+            args.credential.as_deref(),
+        )? {
+            b = b.private_network(authority, credential);
+        }
         // Given to the builder so a bad peer string fails before anything starts.
         for peer in &args.bootstrap {
             b = b.bootstrap(peer.clone());

@@ -244,6 +244,30 @@ pub fn prometheus(
             label(reason)
         );
     }
+    for (name, help, map) in [
+        (
+            "refused_total",
+            "Connections refused, by reason.",
+            &stats.refused,
+        ),
+        (
+            "cut_off_total",
+            "Peers disconnected and kept out for breaking the protocol, by reason.",
+            &stats.cut_off,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP starling_{name} {help}");
+        let _ = writeln!(out, "# TYPE starling_{name} counter");
+        for (reason, n) in map {
+            let _ = writeln!(out, "starling_{name}{{reason=\"{}\"}} {n}", label(reason));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP starling_banned Peers currently kept out (ban back-off running).\n\
+         # TYPE starling_banned gauge\nstarling_banned {}",
+        stats.banned
+    );
     if !online.is_empty() {
         out.push_str("# HELP starling_online Peers online on a topic, as seen here.\n");
         out.push_str("# TYPE starling_online gauge\n");

@@ -1,6 +1,7 @@
 //! `starling`: run a Starling node, poke at a network from the shell, and watch a live
 //! local demo of the overlay. See docs/CLI.md for every command with examples.
 
+mod authority;
 mod client;
 mod common;
 mod demo;
@@ -41,6 +42,8 @@ enum Command {
     Presence(client::PresenceArgs),
     /// Run N nodes on loopback in this process and show the overlay at work.
     Demo(demo::DemoArgs),
+    /// Private networks: create the network authority key, issue member credentials.
+    Authority(authority::AuthorityArgs),
 }
 
 /// Options shared by the commands that join a network as a short-lived client.
@@ -62,6 +65,12 @@ pub struct ClientArgs {
     /// Identity key file (created if missing); default: a fresh identity.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Private network: the authority's public key (with --credential and --identity).
+    #[arg(long, value_name = "KEY")]
+    pub authority: Option<String>,
+    /// Private network: this node's credential file (`starling authority issue`).
+    #[arg(long, value_name = "FILE")]
+    pub credential: Option<PathBuf>,
     /// Seconds to wait for the bootstrap peer and for a neighbour on the topic.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
@@ -77,6 +86,7 @@ fn main() -> ExitCode {
         Command::Sub(a) => client::subscribe(a),
         Command::Presence(a) => client::presence(a),
         Command::Demo(a) => demo::run(a),
+        Command::Authority(a) => authority::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,6 +49,14 @@ pub struct NodeArgs {
     /// Serve a live view of this node's overlay neighbourhood at http://ADDR/.
     #[arg(long, value_name = "ADDR")]
     pub web: Option<String>,
+    /// Private network: the network authority's public key (`starling authority new`
+    /// printed it). Peers without a credential it signed are refused.
+    #[arg(long, value_name = "KEY")]
+    pub authority: Option<String>,
+    /// Private network: this node's credential file (`starling authority issue`), made
+    /// for this node's --identity and --network.
+    #[arg(long, value_name = "FILE")]
+    pub credential: Option<PathBuf>,
     /// Exit with an error if no bootstrap peer answers within this many seconds
     /// (0: keep retrying for ever).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
@@ -88,6 +96,11 @@ pub fn run(args: NodeArgs) -> CliResult {
     }
     if let Some(path) = &args.identity {
         b = b.identity_file(path);
+    }
+    if let Some((authority, credential)) =
+        crate::authority::private_network(args.authority.as_deref(), args.credential.as_deref())?
+    {
+        b = b.private_network(authority, credential);
     }
     // Given to the builder so a bad peer string fails before anything starts.
     for peer in &args.bootstrap {

@@ -748,3 +748,166 @@ fn bad_web_addresses_are_usage_errors() {
     );
     assert_fails(&out, 2, "cannot listen on --web address");
 }
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn authority_issues_credentials_and_a_private_network_admits_only_members() {
+    let out = run(&["authority", "--help"], None, SHORT);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("Example"));
+    for sub in ["new", "issue"] {
+        let out = run(&["authority", sub, "--help"], None, SHORT);
+        assert!(out.status.success(), "{sub}");
+        assert!(text(&out.stdout).contains("Example"), "{sub}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+    let auth = path("authority.key");
+    let out = run(&["authority", "new", "--out", &auth], None, SHORT);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let authority = text(&out.stdout).trim().to_owned();
+    assert_eq!(authority.len(), 64, "{authority}");
+    let out = run(&["authority", "new", "--out", &auth], None, SHORT);
+    assert_fails(&out, 4, "already exists");
+
+    let mut ids = Vec::new();
+    for n in ["a", "b", "c"] {
+        let out = run(
+            &["keygen", "--out", &path(&format!("{n}.key"))],
+            None,
+            SHORT,
+        );
+        assert!(out.status.success());
+        ids.push(text(&out.stdout).trim().to_owned());
+    }
+    let issue = |peer: &str, expires: &str| {
+        run(
+            &[
+                "authority",
+                "issue",
+                "--key",
+                &auth,
+                "--peer",
+                peer,
+                "--network",
+                "pn",
+                "--expires",
+                expires,
+            ],
+            None,
+            SHORT,
+        )
+    };
+    // To a file, and to stdout.
+    let out = run(
+        &[
+            "authority",
+            "issue",
+            "--key",
+            &auth,
+            "--peer",
+            &ids[0],
+            "--network",
+            "pn",
+            "--expires",
+            "1h",
+            "--out",
+            &path("a.cred"),
+        ],
+        None,
+        SHORT,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = issue(&ids[1], "2099-12-31");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cred = text(&out.stdout);
+    assert!(cred.starts_with("starling-credential-v1 "), "{cred}");
+    std::fs::write(path("b.cred"), &cred).unwrap();
+
+    // Bad input: clear usage errors.
+    assert_fails(&issue("xyz", "1h"), 2, "invalid --peer");
+    assert_fails(&issue(&ids[1], "5y"), 2, "invalid --expires");
+    assert_fails(&issue(&ids[1], "2001-01-01"), 2, "not in the future");
+    let out = run(
+        &[
+            "authority",
+            "issue",
+            "--key",
+            &path("missing.key"),
+            "--peer",
+            &ids[1],
+            "--expires",
+            "1h",
+        ],
+        None,
+        SHORT,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let private = |key: &str, cred: &str| {
+        vec![
+            "--identity".to_owned(),
+            path(key),
+            "--network".to_owned(),
+            "pn".to_owned(),
+            "--authority".to_owned(),
+            authority.clone(),
+            "--credential".to_owned(),
+            path(cred),
+        ]
+    };
+    let out = run(
+        &["node", "--bind", "127.0.0.1:0", "--authority", &authority],
+        None,
+        SHORT,
+    );
+    assert_fails(&out, 2, "--authority needs --credential");
+    // C shows A's credential: refused before starting.
+    let mut c = vec!["node".to_owned(), "--bind".into(), "127.0.0.1:0".into()];
+    c.extend(private("c.key", "a.cred"));
+    assert_fails(&run(&args(&c), None, SHORT), 2, "credential is for peer");
+    std::fs::write(path("junk.cred"), "not a credential").unwrap();
+    let mut c = vec!["node".to_owned(), "--bind".into(), "127.0.0.1:0".into()];
+    c.extend(private("c.key", "junk.cred"));
+    assert_fails(&run(&args(&c), None, SHORT), 4, "malformed credential");
+
+    // A member node, and a member client publishing through it.
+    let mut a_args = vec!["--topic".to_owned(), "chat".into()];
+    a_args.extend(private("a.key", "a.cred"));
+    let (mut a, a_contact) = node(&args(&a_args));
+    let mut p = vec![
+        "pub".to_owned(),
+        "-b".into(),
+        a_contact.clone(),
+        "-t".into(),
+        "chat".into(),
+    ];
+    p.extend(private("b.key", "b.cred"));
+    p.push("members only".into());
+    let out = run(&args(&p), None, SHORT);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    a.stderr_line("members only", SHORT);
+
+    // An outsider (no credential) never joins: the member refuses it once the wait for
+    // its credential (the 5 s handshake timeout) is over.
+    let out = run(
+        &[
+            "node",
+            "--bind",
+            "127.0.0.1:0",
+            "--bootstrap",
+            &a_contact,
+            "--network",
+            "pn",
+            "--join-timeout",
+            "7",
+        ],
+        None,
+        SHORT,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    a.stderr_line("peer not admitted", SHORT);
+    assert_eq!(a.signal_and_wait("TERM", SHORT), 0);
+}

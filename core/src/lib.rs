@@ -3,6 +3,7 @@
 //! - [`node`] (feature `net`, default): the runtime-owned [`node::Node`], the API that
 //!   applications, the C ABI and the bindings use: subscribe, publish, presence, events,
 //!   statistics.
+//! - [`admission`]: private-network credentials, the admission hook, per-peer limits.
 //! - [`identity`]: Ed25519 keys and [`identity::PeerId`].
 //! - [`wire`]: every protocol message, signed envelopes, the frame codec and its limits.
 //! - [`proto`]: the protocol as deterministic, sans-IO state machines (HyParView
@@ -13,6 +14,7 @@
 //!   actor that drives the protocol over it.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod identity;
 #[cfg(feature = "net")]
 pub mod net;

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admission::{unix_now, AdmissionHook, Credential, PeerLimits, PrivateNetwork};
 use crate::identity::{IdentityError, Keypair, PeerId};
 use crate::net::addr::{advertised_addrs, encode_addrs};
 use crate::net::driver::{self, Command, Driver, JoinTarget, Queues};
@@ -179,6 +180,17 @@ pub struct Config {
     pub transport: TransportOptions,
     /// Seed of the protocol's random choices (default: random).
     pub seed: Option<u64>,
+    /// Private network: the authority's public key (default `None`: an open network).
+    /// Set together with `credential`.
+    pub authority: Option<PeerId>,
+    /// Private network: this node's credential, issued by `authority` for this node's key
+    /// and `network_id` (see [`crate::admission`]).
+    pub credential: Option<Credential>,
+    /// The application's admission decision on every inbound and outbound connection
+    /// (default `None`: everyone the network admits).
+    pub admission: Option<AdmissionHook>,
+    /// Per-peer rates, ban back-off and pending-dial limit ([`PeerLimits::default`]).
+    pub peer_limits: PeerLimits,
 }
 
 impl Default for Config {
@@ -198,6 +210,10 @@ impl Default for Config {
             protocol: proto::Config::default(),
             transport: TransportOptions::default(),
             seed: None,
+            authority: None,
+            credential: None,
+            admission: None,
+            peer_limits: PeerLimits::default(),
         }
     }
 }
@@ -262,6 +278,26 @@ impl Builder {
     /// QUIC timeouts.
     pub fn transport(mut self, options: TransportOptions) -> Self {
         self.config.transport = options;
+        self
+    }
+    /// The admission hook: `f(peer)` is asked for every inbound connection and before
+    /// (and after) every outbound dial; `false` refuses the peer (logged, and counted in
+    /// [`Stats::refused`] as `admission_hook`). It runs on the node's actor: keep it quick
+    /// and do not call the node from it.
+    pub fn admission(mut self, f: impl Fn(&PeerId) -> bool + Send + Sync + 'static) -> Self {
+        self.config.admission = Some(AdmissionHook::new(f));
+        self
+    }
+    /// Makes this node a member of a private network: peers must show a credential signed
+    /// by `authority`, and this node shows `credential` (see [`crate::admission`]).
+    pub fn private_network(mut self, authority: PeerId, credential: Credential) -> Self {
+        self.config.authority = Some(authority);
+        self.config.credential = Some(credential);
+        self
+    }
+    /// Per-peer rates, ban back-off and pending-dial limit.
+    pub fn peer_limits(mut self, limits: PeerLimits) -> Self {
+        self.config.peer_limits = limits;
         self
     }
     /// Replaces the whole configuration.
@@ -375,6 +411,22 @@ pub struct Stats {
     /// Things dropped, by reason (`send_queue_full` (payload queue), `control_queue_full`, `subscriber_lagged`, `bad_frame`,
     /// `dial_failed`, `rejected_<why>`, …).
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Connections refused, by reason: `admission_hook`, `banned`, `connection_limit`,
+    /// `credential_<why>` (missing, expired, wrong_authority, wrong_peer, wrong_network,
+    /// bad_signature, malformed).
+    pub refused: std::collections::BTreeMap<String, u64>,
+    /// Peers disconnected and kept out for breaking the protocol, by reason: `bad_frame`,
+    /// `oversized_frame`, `framing`, `bad_signature`, `topic_mismatch`, `frame_rate`,
+    /// `message_rate`, `ihave_rate`, `graft_rate`.
+    pub cut_off: std::collections::BTreeMap<String, u64>,
+    /// Peers currently kept out (ban back-off running).
+    pub banned: usize,
+    /// Sizes of the protocol's bounded tables.
+    pub tables: proto::TableSizes,
+    /// Peers in the address book (at most 4,096).
+    pub address_book: usize,
+    /// Frames waiting for dials to finish (at most 256 per peer).
+    pub pending_frames: usize,
 }
 
 /// Why a read from a [`Subscription`] or [`Events`] returned nothing.
@@ -599,6 +651,9 @@ impl Node {
         if config.subscription_queue == 0 || config.send_queue == 0 {
             return invalid("queue sizes must be at least 1");
         }
+        if let Err(e) = config.peer_limits.validate() {
+            return Err(Error::InvalidConfig(e));
+        }
         let bind = parse_bind(&config.bind)?;
         let bootstrap = config
             .bootstrap
@@ -609,6 +664,25 @@ impl Node {
             Identity::Generate => Keypair::generate(&mut rand::rngs::OsRng),
             Identity::File(path) => Keypair::load_or_create(path)?,
             Identity::Key(k) => k.clone(),
+        };
+        let private = match (config.authority, config.credential.clone()) {
+            (None, None) => None,
+            (Some(authority), Some(credential)) => {
+                // Our own credential must be one our peers will accept.
+                credential
+                    .check(&authority, &key.peer_id(), &config.network_id, unix_now())
+                    .map_err(|e| {
+                        Error::InvalidConfig(format!("this node's own credential: {e}"))
+                    })?;
+                Some(PrivateNetwork {
+                    authority,
+                    credential,
+                })
+            }
+            (Some(_), None) => {
+                return invalid("a private network (authority set) needs this node's credential")
+            }
+            (None, Some(_)) => return invalid("a credential needs the network's authority key"),
         };
         let mut limits = config.protocol.limits.clone();
         limits.max_payload_bytes = config.max_payload;
@@ -625,12 +699,13 @@ impl Node {
         // Entering (unlike block_on) is allowed inside another runtime.
         let endpoint = {
             let _guard = runtime.enter();
-            Endpoint::bind_with(
+            Endpoint::bind_private(
                 bind,
                 &key,
                 &config.network_id,
                 limits.clone(),
                 config.transport.clone(),
+                private,
             )
         };
         let endpoint = match endpoint {
@@ -662,7 +737,8 @@ impl Node {
             max_connections: config.max_connections.max(1),
         };
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
-        let driver = Driver::new(state, endpoint, limits.clone(), queues);
+        let mut driver = Driver::new(state, endpoint, limits.clone(), queues);
+        driver.set_admission(config.admission.clone(), config.peer_limits.clone());
         runtime.spawn(driver.run(rx));
         let node = Node {
             id: key.peer_id(),

@@ -14,6 +14,17 @@
 //! the actor itself never waits on anyone: writer queues, frames waiting for a dial and
 //! application queues are bounded and drop (counted by reason) when full.
 //!
+//! Admission and abuse: every connection, inbound or outbound, passes the application's
+//! admission hook and the ban list before it is used (a private network's credential was
+//! already checked by the transport). Per-connection rates are token buckets in each
+//! connection's reader task, checked before the frame is decoded (frames) or before the
+//! actor sees it (broadcasts, IHAVE entries, grafts): the reader is the one place that
+//! sees every frame of one connection, on real time, without shared state, and a flood
+//! is stopped there before it costs the actor anything; the protocol core stays
+//! policy-free and the simulator unchanged. A peer that breaks the protocol (undecodable
+//! or oversized frame, bad signature, topic mismatch, a rate exceeded) is disconnected
+//! with [`CODE_BANNED`] and kept out for `PeerLimits::ban_duration`.
+//!
 //! One connection per peer pair: when two exist (simultaneous dials), both sides keep the
 //! one dialed by the lower [`PeerId`]; a connection older than [`DUPLICATE_WINDOW`] is
 //! replaced by a new one from the same peer instead (the old one is most likely dead: the
@@ -33,13 +44,16 @@ use tracing::Instrument;
 
 use super::addr::{decode_addrs, encode_addrs};
 use super::queue::Queue;
-use super::transport::CODE_PROTOCOL_VIOLATION;
 use super::transport::{Connection, Endpoint, StreamClass, TransportError, CODE_NORMAL};
+use super::transport::{CODE_BANNED, CODE_PROTOCOL_VIOLATION, CODE_REFUSED};
+use crate::admission::{AdmissionHook, PeerLimits, Refusal, TokenBucket};
 use crate::identity::PeerId;
 use crate::node::{Error, Item, Message as AppMessage, NetEvent, Receipt, Stats};
 use crate::proto::presence::Entry;
-use crate::proto::{self, Event, Failure, State, Time};
-use crate::wire::{decode_frame, encode_frame, Limits, Message, PeerInfo, TopicId, TopicMsg};
+use crate::proto::{self, Event, Failure, Reject, State, Time};
+use crate::wire::{
+    decode_frame, encode_frame, GossipMsg, Limits, Message, PeerInfo, TopicId, TopicMsg,
+};
 
 /// Two connections to one peer established within this window are a simultaneous dial
 /// (keep the lower id's); beyond it the newer replaces the older (the peer restarted).
@@ -151,6 +165,17 @@ enum Internal {
         conn: u64,
         error: TransportError,
     },
+    /// A connection's reader found a rate exceeded.
+    Abuse {
+        peer: PeerId,
+        conn: u64,
+        reason: &'static str,
+    },
+    /// The transport refused an inbound connection (private network credential).
+    Refused {
+        peer: Option<PeerId>,
+        reason: &'static str,
+    },
 }
 
 struct Conn {
@@ -199,6 +224,10 @@ struct Counters {
     /// Times the actor woke for a timer (protocol deadline or housekeeping).
     timer_wakeups: u64,
     drops: BTreeMap<&'static str, u64>,
+    /// Connections refused, by reason.
+    refused: BTreeMap<&'static str, u64>,
+    /// Peers cut off for breaking the protocol, by reason.
+    cut_off: BTreeMap<&'static str, u64>,
 }
 
 impl Counters {
@@ -235,6 +264,13 @@ pub(crate) struct Driver {
     held: VecDeque<HeldReply>,
     held_since: Option<Instant>,
     frames: FrameCache,
+    /// The application's admission decision (None: everyone).
+    hook: Option<AdmissionHook>,
+    peer_limits: PeerLimits,
+    /// Peers kept out, and until when.
+    banned: HashMap<PeerId, Instant>,
+    /// Dials (with or without a known identity) whose handshake is under way.
+    dials_in_flight: usize,
 }
 
 /// A publish answer waiting for queue space, and the answer.
@@ -302,7 +338,76 @@ impl Driver {
             held: VecDeque::new(),
             held_since: None,
             frames: FrameCache::default(),
+            hook: None,
+            peer_limits: PeerLimits::default(),
+            banned: HashMap::new(),
+            dials_in_flight: 0,
         }
+    }
+
+    /// Sets the admission hook and the per-peer limits (before [`Driver::run`]).
+    pub(crate) fn set_admission(&mut self, hook: Option<AdmissionHook>, limits: PeerLimits) {
+        self.hook = hook;
+        self.peer_limits = limits;
+    }
+
+    /// Whether `peer` may be connected to now; counts and logs a refusal.
+    fn admit(&mut self, peer: &PeerId, direction: &'static str) -> Result<(), Refusal> {
+        let refusal = if self.is_banned(peer) {
+            Some(Refusal::Banned)
+        } else if self.hook.as_ref().is_some_and(|h| !h.admits(peer)) {
+            Some(Refusal::Hook)
+        } else {
+            None
+        };
+        match refusal {
+            None => Ok(()),
+            Some(r) => {
+                tracing::info!(peer = %peer.short(), direction, reason = r.as_str(), "connection refused");
+                self.refuse(r.as_str());
+                Err(r)
+            }
+        }
+    }
+
+    /// Whether `peer` is kept out right now.
+    fn is_banned(&self, peer: &PeerId) -> bool {
+        self.banned
+            .get(peer)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    fn refuse(&mut self, reason: &'static str) {
+        *self.counters.refused.entry(reason).or_default() += 1;
+    }
+
+    /// Disconnects a peer that broke the protocol and keeps it out for the ban duration.
+    fn cut_off(&mut self, peer: PeerId, reason: &'static str) {
+        let until = Instant::now() + self.peer_limits.ban_duration;
+        tracing::warn!(peer = %peer.short(), reason, ban = ?self.peer_limits.ban_duration, "peer broke the protocol: disconnected and kept out");
+        *self.counters.cut_off.entry(reason).or_default() += 1;
+        if self.banned.len() >= self.peer_limits.max_banned && !self.banned.contains_key(&peer) {
+            let soonest = self.banned.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p);
+            if let Some(p) = soonest {
+                self.banned.remove(&p);
+            }
+        }
+        if self.peer_limits.max_banned > 0 {
+            self.banned.insert(peer, until);
+        }
+        let slot = self.peers.entry(peer).or_default();
+        slot.pending.clear();
+        slot.backoff = Some((until, DIAL_BACKOFF_MAX));
+        let had = slot.conn.take();
+        if let Some(c) = had {
+            let text = format!("kept out for {:?}: {reason}", self.peer_limits.ban_duration);
+            c.conn.close_with(CODE_BANNED, &text);
+            for w in c.writers {
+                w.abort();
+            }
+        }
+        let now = self.clock.now();
+        self.state.peer_failed(peer, Failure::Disconnected, now);
     }
 
     /// Runs until a [`Command::Shutdown`] (or every command sender is gone).
@@ -389,6 +494,15 @@ impl Driver {
                     match result {
                         Ok(conn) => {
                             if tx.send(Internal::Accepted(conn)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(TransportError::NotAdmitted { peer, error }) => {
+                            let refused = Internal::Refused {
+                                peer: Some(peer),
+                                reason: error.as_str(),
+                            };
+                            if tx.send(refused).await.is_err() {
                                 return;
                             }
                         }
@@ -558,6 +672,16 @@ impl Driver {
             published: c.published,
             delivered: c.delivered,
             drops,
+            refused: to_strings(&self.counters.refused),
+            cut_off: to_strings(&self.counters.cut_off),
+            banned: self
+                .banned
+                .values()
+                .filter(|t| **t > Instant::now())
+                .count(),
+            tables: self.state.table_sizes(),
+            address_book: self.book.len(),
+            pending_frames: self.peers.values().map(|s| s.pending.len()).sum(),
         }
     }
 
@@ -609,6 +733,19 @@ impl Driver {
                 }
                 Event::Rejected { peer, reason } => {
                     tracing::debug!(peer = %peer.short(), ?reason, "broadcast refused");
+                    // Only a forger sends these: every node checks a broadcast before it
+                    // forwards it. (Oversized and future-dated broadcasts can come from an
+                    // honest node with other limits or a skewed clock: refused, not banned.)
+                    let why = match reason {
+                        Reject::BadSignature => Some("bad_signature"),
+                        Reject::TopicMismatch => Some("topic_mismatch"),
+                        _ => None,
+                    };
+                    if let Some(why) = why {
+                        if !self.is_banned(&peer) {
+                            self.cut_off(peer, why);
+                        }
+                    }
                 }
             }
         }
@@ -725,6 +862,15 @@ impl Driver {
     }
 
     fn dial(&mut self, peer: PeerId) {
+        if let Err(r) = self.admit(&peer, "outbound") {
+            self.dial_failed(peer, None, format!("refused: {}", r.as_str()));
+            return;
+        }
+        if self.dials_in_flight >= self.peer_limits.max_pending_dials {
+            self.counters.drop("dial_limit");
+            self.dial_failed(peer, None, "too many pending dials".to_owned());
+            return;
+        }
         let addrs = self.book.get(&peer).cloned().unwrap_or_default();
         if addrs.is_empty() || self.connection_count() >= self.queues.max_connections {
             let reason = if addrs.is_empty() {
@@ -738,6 +884,7 @@ impl Driver {
         if let Some(slot) = self.peers.get_mut(&peer) {
             slot.dialing = true;
         }
+        self.dials_in_flight += 1;
         tracing::debug!(peer = %peer.short(), ?addrs, "dialing");
         let endpoint = Arc::clone(&self.endpoint);
         let tx = self.internal_tx.clone();
@@ -781,6 +928,7 @@ impl Driver {
 
     /// Dials bootstrap addresses of unknown identity; the first that answers is joined.
     fn dial_unknown(&mut self, addrs: Vec<SocketAddr>) {
+        self.dials_in_flight += 1;
         let endpoint = Arc::clone(&self.endpoint);
         let tx = self.internal_tx.clone();
         tokio::spawn(
@@ -800,14 +948,17 @@ impl Driver {
                         Err(e) => last = Some((Some(addr), e)),
                     }
                 }
-                if let Some(err) = last {
-                    let _ = tx
-                        .send(Internal::Dialed {
-                            peer: None,
-                            result: Err(err),
-                        })
-                        .await;
-                }
+                // Always answered, so the count of dials in flight stays right.
+                let err = last.unwrap_or((
+                    None,
+                    TransportError::Config("no address to dial".to_owned()),
+                ));
+                let _ = tx
+                    .send(Internal::Dialed {
+                        peer: None,
+                        result: Err(err),
+                    })
+                    .await;
             }
             .in_current_span(),
         );
@@ -843,11 +994,16 @@ impl Driver {
         match i {
             Internal::Accepted(conn) => {
                 if self.closing || self.connection_count() >= self.queues.max_connections {
+                    self.refuse(Refusal::ConnectionLimit.as_str());
                     conn.close("connection limit reached");
                     return;
                 }
                 // The peer's socket address is where it listens (one socket per node).
                 let peer = conn.peer_id();
+                if let Err(r) = self.admit(&peer, "inbound") {
+                    conn.close_with(refusal_code(r), r.as_str());
+                    return;
+                }
                 if !self.book.contains_key(&peer) {
                     let info = PeerInfo {
                         id: peer,
@@ -857,33 +1013,93 @@ impl Driver {
                 }
                 self.register(conn, false);
             }
-            Internal::Dialed { peer, result } => match (peer, result) {
-                (Some(_), Ok(conn)) => self.register(conn, true),
-                (Some(peer), Err((addr, e))) => self.dial_failed(peer, addr, e.to_string()),
-                (None, Ok(conn)) => {
-                    let info = PeerInfo {
-                        id: conn.peer_id(),
-                        addr: encode_addrs(&[conn.remote_addr()]),
-                    };
-                    self.learn(&info);
-                    self.register(conn, true);
-                    let now = self.clock.now();
-                    if info.id != self.me {
-                        self.state.join(vec![info], now);
-                    }
+            Internal::Dialed { peer, result } => {
+                self.dials_in_flight = self.dials_in_flight.saturating_sub(1);
+                self.dialed(peer, result);
+            }
+            Internal::Abuse { peer, conn, reason } => {
+                if self
+                    .peers
+                    .get(&peer)
+                    .and_then(|s| s.conn.as_ref())
+                    .is_some_and(|c| c.id == conn)
+                {
+                    self.cut_off(peer, reason);
                 }
-                (None, Err((addr, e))) => {
-                    tracing::debug!(?addr, error = %e, "bootstrap dial failed");
-                    self.emit(NetEvent::DialFailed {
-                        peer: None,
-                        addr,
-                        reason: e.to_string(),
-                    })
+            }
+            Internal::Refused { peer, reason } => {
+                tracing::info!(peer = ?peer.map(|p| p.short()), reason, "inbound connection refused");
+                self.refuse(reason);
+            }
+            other => self.internal_more(other),
+        }
+    }
+
+    /// A dial finished (the identity was proven; the admission hook is asked again, as
+    /// for an inbound connection).
+    fn dialed(
+        &mut self,
+        peer: Option<PeerId>,
+        result: Result<Connection, (Option<SocketAddr>, TransportError)>,
+    ) {
+        let result = match result {
+            Ok(conn) => match self.admit(&conn.peer_id(), "outbound") {
+                Ok(()) => Ok(conn),
+                Err(r) => {
+                    conn.close_with(refusal_code(r), r.as_str());
+                    let addr = conn.remote_addr();
+                    Err((
+                        Some(addr),
+                        TransportError::Handshake {
+                            addr,
+                            reason: format!("refused: {}", r.as_str()),
+                        },
+                    ))
                 }
             },
+            Err((addr, e)) => {
+                if let TransportError::NotAdmitted { error, .. } = &e {
+                    self.refuse(error.as_str());
+                }
+                Err((addr, e))
+            }
+        };
+        match (peer, result) {
+            (Some(_), Ok(conn)) => self.register(conn, true),
+            (Some(peer), Err((addr, e))) => self.dial_failed(peer, addr, e.to_string()),
+            (None, Ok(conn)) => {
+                let info = PeerInfo {
+                    id: conn.peer_id(),
+                    addr: encode_addrs(&[conn.remote_addr()]),
+                };
+                self.learn(&info);
+                self.register(conn, true);
+                let now = self.clock.now();
+                if info.id != self.me {
+                    self.state.join(vec![info], now);
+                }
+            }
+            (None, Err((addr, e))) => {
+                tracing::debug!(?addr, error = %e, "bootstrap dial failed");
+                self.emit(NetEvent::DialFailed {
+                    peer: None,
+                    addr,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    fn internal_more(&mut self, i: Internal) {
+        match i {
             Internal::Frame { peer, msg, len } => {
                 self.counters.msgs_in += 1;
                 self.counters.bytes_in += len as u64;
+                // Frames a cut-off peer had queued before it was cut off go nowhere.
+                if self.is_banned(&peer) {
+                    self.counters.drop("from_banned_peer");
+                    return;
+                }
                 if let Some(c) = self.peers.get_mut(&peer).and_then(|s| s.conn.as_mut()) {
                     c.last_active = Instant::now();
                 }
@@ -899,8 +1115,7 @@ impl Driver {
                             c.conn
                                 .close_with(CODE_PROTOCOL_VIOLATION, "undecodable frame");
                         }
-                        let now = self.clock.now();
-                        self.state.peer_failed(peer, Failure::Disconnected, now);
+                        self.cut_off(peer, "bad_frame");
                     }
                 }
             }
@@ -912,6 +1127,16 @@ impl Driver {
                     return; // a replaced connection
                 }
                 slot.conn = None;
+                // The transport closed it for breaking the framing: keep the peer out too.
+                let broke = match &error {
+                    TransportError::FrameTooLarge { .. } => Some("oversized_frame"),
+                    TransportError::Protocol(_) => Some("framing"),
+                    _ => None,
+                };
+                if let Some(reason) = broke {
+                    self.cut_off(peer, reason);
+                    return;
+                }
                 let graceful = matches!(
                     error,
                     TransportError::ClosedByPeer { code, .. } if code == u64::from(CODE_NORMAL)
@@ -922,6 +1147,11 @@ impl Driver {
                     self.state.peer_failed(peer, Failure::Disconnected, now);
                 }
             }
+            // Handled by `internal`.
+            Internal::Accepted(_)
+            | Internal::Dialed { .. }
+            | Internal::Abuse { .. }
+            | Internal::Refused { .. } => {}
         }
     }
 
@@ -936,7 +1166,8 @@ impl Driver {
         let id = self.next_conn;
         let tx = self.internal_tx.clone();
         let limits = self.limits.clone();
-        tokio::spawn(reader(conn.clone(), id, tx, limits).in_current_span());
+        let rates = Rates::new(&self.peer_limits);
+        tokio::spawn(reader(conn.clone(), id, tx, limits, rates).in_current_span());
         let (control, control_rx) = mpsc::channel(self.queues.control.max(1));
         let (data, data_rx) = mpsc::channel(self.queues.data.max(1));
         let writers = [
@@ -983,6 +1214,7 @@ impl Driver {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        self.banned.retain(|_, until| *until > now);
         let mut idle = Vec::new();
         for (peer, slot) in &self.peers {
             if let Some(c) = &slot.conn {
@@ -1107,28 +1339,95 @@ pub(crate) fn class_of(msg: &Message) -> StreamClass {
     }
 }
 
-async fn reader(conn: Connection, id: u64, tx: mpsc::Sender<Internal>, limits: Limits) {
+/// One connection's token buckets (see the module docs for why they live here).
+struct Rates {
+    frames: TokenBucket,
+    messages: TokenBucket,
+    ihave: TokenBucket,
+    graft: TokenBucket,
+}
+
+impl Rates {
+    fn new(l: &PeerLimits) -> Self {
+        Rates {
+            frames: TokenBucket::new(l.frames_per_sec, l.burst),
+            messages: TokenBucket::new(l.messages_per_sec, l.burst),
+            ihave: TokenBucket::new(l.ihave_per_sec, l.burst),
+            graft: TokenBucket::new(l.graft_per_sec, l.burst),
+        }
+    }
+
+    /// The rate a decoded message exceeds, if any.
+    fn check(&mut self, msg: &Message, now: std::time::Instant) -> Option<&'static str> {
+        let g = match msg {
+            Message::Topic {
+                msg: TopicMsg::Gossip(g),
+                ..
+            } => g,
+            // Each record of a snapshot costs a signature check, like a broadcast.
+            Message::Topic {
+                msg: TopicMsg::PresenceSnapshot(records),
+                ..
+            } => {
+                let n = records.len().max(1) as f64;
+                return (!self.messages.take(n, now)).then_some("message_rate");
+            }
+            _ => return None,
+        };
+        let (bucket, n, why) = match g {
+            GossipMsg::Gossip { .. } => (&mut self.messages, 1, "message_rate"),
+            GossipMsg::IHave(v) => (&mut self.ihave, v.len().max(1), "ihave_rate"),
+            GossipMsg::Graft(v) => (&mut self.graft, v.len().max(1), "graft_rate"),
+            GossipMsg::Prune => return None,
+        };
+        (!bucket.take(n as f64, now)).then_some(why)
+    }
+}
+
+async fn reader(
+    conn: Connection,
+    id: u64,
+    tx: mpsc::Sender<Internal>,
+    limits: Limits,
+    mut rates: Rates,
+) {
     let peer = conn.peer_id();
+    let abuse = |reason| Internal::Abuse {
+        peer,
+        conn: id,
+        reason,
+    };
     loop {
         match conn.recv().await {
-            Ok((_, frame)) => match decode_frame(&frame, &limits) {
-                Ok(msg) => {
-                    let len = frame.len();
-                    if tx.send(Internal::Frame { peer, msg, len }).await.is_err() {
+            Ok((_, frame)) => {
+                let now = std::time::Instant::now();
+                if !rates.frames.take(1.0, now) {
+                    let _ = tx.send(abuse("frame_rate")).await;
+                    return;
+                }
+                match decode_frame(&frame, &limits) {
+                    Ok(msg) => {
+                        if let Some(why) = rates.check(&msg, now) {
+                            let _ = tx.send(abuse(why)).await;
+                            return;
+                        }
+                        let len = frame.len();
+                        if tx.send(Internal::Frame { peer, msg, len }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Internal::BadFrame {
+                                peer,
+                                conn: id,
+                                error: e.to_string(),
+                            })
+                            .await;
                         return;
                     }
                 }
-                Err(e) => {
-                    let _ = tx
-                        .send(Internal::BadFrame {
-                            peer,
-                            conn: id,
-                            error: e.to_string(),
-                        })
-                        .await;
-                    return;
-                }
-            },
+            }
             Err(error) => {
                 let _ = tx
                     .send(Internal::Closed {
@@ -1177,6 +1476,18 @@ async fn writer(
     }
 }
 
+/// The close code that tells a refused peer why.
+fn refusal_code(r: Refusal) -> u32 {
+    match r {
+        Refusal::Banned => CODE_BANNED,
+        _ => CODE_REFUSED,
+    }
+}
+
+fn to_strings(m: &BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
+    m.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
 /// The protocol configuration with the node's limits applied.
 pub(crate) fn protocol_config(mut config: proto::Config, limits: &Limits) -> proto::Config {
     config.limits = limits.clone();
@@ -1190,6 +1501,56 @@ mod tests {
 
     fn ping(nonce: u64) -> Message {
         Message::Swim(SwimMsg::Ping { nonce })
+    }
+
+    #[test]
+    fn rates_count_broadcasts_ihave_entries_grafts_and_snapshot_records() {
+        use crate::wire::{IHave, MessageId};
+        let limits = PeerLimits {
+            messages_per_sec: 10.0,
+            ihave_per_sec: 10.0,
+            graft_per_sec: 10.0,
+            burst: Duration::from_secs(1),
+            ..PeerLimits::default()
+        };
+        let topic = TopicId([1; 32]);
+        let t0 = std::time::Instant::now();
+        let gossip = |g| Message::Topic {
+            topic,
+            msg: TopicMsg::Gossip(g),
+        };
+        let ihave = gossip(GossipMsg::IHave(vec![
+            IHave {
+                id: MessageId([0; 32]),
+                hops: 0,
+            };
+            6
+        ]));
+        let mut r = Rates::new(&limits);
+        assert_eq!(r.check(&ihave, t0), None);
+        assert_eq!(r.check(&ihave, t0), Some("ihave_rate"));
+        let graft = gossip(GossipMsg::Graft(vec![MessageId([0; 32]); 10]));
+        assert_eq!(r.check(&graft, t0), None);
+        // An empty graft still counts one.
+        assert_eq!(
+            r.check(&gossip(GossipMsg::Graft(Vec::new())), t0),
+            Some("graft_rate")
+        );
+        // Prunes and non-gossip traffic are only counted as frames.
+        for _ in 0..100 {
+            assert_eq!(r.check(&gossip(GossipMsg::Prune), t0), None);
+            assert_eq!(r.check(&ping(1), t0), None);
+        }
+        let snapshot = Message::Topic {
+            topic,
+            msg: TopicMsg::PresenceSnapshot(Vec::new()),
+        };
+        for _ in 0..10 {
+            assert_eq!(r.check(&snapshot, t0), None);
+        }
+        assert_eq!(r.check(&snapshot, t0), Some("message_rate"));
+        // Refilled at the rate.
+        assert_eq!(r.check(&snapshot, t0 + Duration::from_millis(200)), None);
     }
 
     #[test]

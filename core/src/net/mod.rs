@@ -18,6 +18,7 @@ pub mod transport;
 pub mod verify;
 
 pub use transport::{
-    Connection, Endpoint, StreamClass, TransportError, TransportOptions, CODE_FRAME_TOO_LARGE,
-    CODE_NORMAL, CODE_PROTOCOL_VIOLATION, CODE_WRONG_PEER,
+    Connection, Endpoint, StreamClass, TransportError, TransportOptions, CODE_BANNED,
+    CODE_FRAME_TOO_LARGE, CODE_NORMAL, CODE_NOT_ADMITTED, CODE_PROTOCOL_VIOLATION, CODE_REFUSED,
+    CODE_WRONG_PEER,
 };

@@ -28,6 +28,15 @@
 //! [`Connection::recv`] always drains control frames before data frames, so membership
 //! and failure-detection traffic is never stuck behind a busy topic.
 //!
+//! # Private networks
+//! An endpoint bound with [`Endpoint::bind_private`] shows its [`Credential`] right after
+//! the handshake, on a stream of its own (class byte 2, a `u16` length, the credential),
+//! and waits (up to the dial timeout) for the peer's. A connection is handed to the caller
+//! only once the peer's credential checked out ([`Credential::check`]: authority, peer =
+//! the key proven in the handshake, network id, expiry, signature); otherwise it is closed
+//! with [`CODE_NOT_ADMITTED`] and the reason, and the caller gets
+//! [`TransportError::NotAdmitted`]. Frames the peer sent meanwhile are never handled.
+//!
 //! # Timeouts
 //! See [`TransportOptions`]: dial/handshake timeout 5 s, keep-alive 5 s, idle timeout
 //! 30 s. The failure detector above does fast detection; the idle timeout only reclaims
@@ -51,6 +60,9 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
+use crate::admission::{
+    unix_now, Credential, CredentialError, PrivateNetwork, MAX_CREDENTIAL_BYTES,
+};
 use crate::identity::{Keypair, PeerId};
 use crate::wire::Limits;
 
@@ -64,6 +76,17 @@ pub const CODE_FRAME_TOO_LARGE: u32 = 1;
 pub const CODE_PROTOCOL_VIOLATION: u32 = 2;
 /// Application close code: the dialer expected another [`PeerId`].
 pub const CODE_WRONG_PEER: u32 = 3;
+/// Application close code: private network, the peer's credential was missing or invalid
+/// (the reason text says which check failed).
+pub const CODE_NOT_ADMITTED: u32 = 4;
+/// Application close code: the peer broke the protocol and is kept out for a while.
+pub const CODE_BANNED: u32 = 5;
+/// Application close code: the application's admission hook refused the peer.
+pub const CODE_REFUSED: u32 = 6;
+
+/// Class byte of the stream that carries a private network's credential (one per side,
+/// right after the handshake; see [`Endpoint::bind_private`]).
+const ADMISSION_TAG: u8 = 2;
 
 /// Stream reset code used when a send was cancelled in the middle of a frame.
 const RESET_CANCELLED: u32 = 1;
@@ -227,6 +250,15 @@ pub enum TransportError {
     /// The endpoint is closed: no more connections to accept.
     #[error("endpoint closed")]
     EndpointClosed,
+    /// Private network: the peer's credential was missing or invalid; the connection was
+    /// closed with [`CODE_NOT_ADMITTED`].
+    #[error("peer {peer} not admitted: {error}")]
+    NotAdmitted {
+        /// The peer (its key was proven in the handshake).
+        peer: PeerId,
+        /// What was wrong with its credential.
+        error: CredentialError,
+    },
 }
 
 /// Timeouts of an [`Endpoint`]; [`Default`] gives the documented values.
@@ -628,6 +660,7 @@ pub struct Endpoint {
     peer_id: PeerId,
     max_frame: usize,
     options: TransportOptions,
+    private: Option<Arc<PrivateCtx>>,
     incoming: Mutex<mpsc::Receiver<Result<Connection, TransportError>>>,
     accept_task: JoinHandle<()>,
 }
@@ -667,6 +700,20 @@ impl Endpoint {
         limits: Limits,
         options: TransportOptions,
     ) -> Result<Endpoint, TransportError> {
+        Self::bind_private(addr, key, network_id, limits, options, None)
+    }
+
+    /// [`Endpoint::bind_with`] for a private network (`Some`): every connection, dialed or
+    /// accepted, is handed out only after the peer showed a valid credential (see the
+    /// module docs). `None`: an open network, same as [`Endpoint::bind_with`].
+    pub fn bind_private(
+        addr: SocketAddr,
+        key: &Keypair,
+        network_id: &str,
+        limits: Limits,
+        options: TransportOptions,
+        private: Option<PrivateNetwork>,
+    ) -> Result<Endpoint, TransportError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(TransportError::Config(
                 "an endpoint must be created inside a tokio runtime".into(),
@@ -677,18 +724,26 @@ impl Endpoint {
             .map_err(|source| TransportError::Bind { addr, source })?;
         quic.set_default_client_config(client);
         let max_frame = limits.max_frame_bytes();
+        let private = private.map(|net| {
+            Arc::new(PrivateCtx {
+                net,
+                network_id: network_id.to_owned(),
+            })
+        });
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let accept_task = tokio::spawn(accept_loop(
             quic.clone(),
             tx,
             max_frame,
             options.dial_timeout,
+            private.clone(),
         ));
         let endpoint = Endpoint {
             quic,
             peer_id: key.peer_id(),
             max_frame,
             options,
+            private,
             incoming: Mutex::new(rx),
             accept_task,
         };
@@ -742,6 +797,9 @@ impl Endpoint {
                 return Err(TransportError::WrongPeer { expected, actual });
             }
         }
+        if let Some(ctx) = &self.private {
+            conn.admit(ctx, after).await?;
+        }
         Ok(conn)
     }
 
@@ -767,21 +825,35 @@ impl Endpoint {
     }
 }
 
+/// A private network's credential check, shared by the endpoint's tasks.
+#[derive(Debug)]
+struct PrivateCtx {
+    net: PrivateNetwork,
+    network_id: String,
+}
+
 async fn accept_loop(
     quic: quinn::Endpoint,
     tx: mpsc::Sender<Result<Connection, TransportError>>,
     max_frame: usize,
     after: Duration,
+    private: Option<Arc<PrivateCtx>>,
 ) {
     while let Some(incoming) = quic.accept().await {
         let tx = tx.clone();
+        let private = private.clone();
         tokio::spawn(async move {
             let addr = incoming.remote_address();
-            let result = match tokio::time::timeout(after, incoming).await {
+            let mut result = match tokio::time::timeout(after, incoming).await {
                 Err(_) => Err(TransportError::Timeout { addr, after }),
                 Ok(Err(e)) => Err(handshake_error(addr, e)),
                 Ok(Ok(conn)) => Connection::establish(conn, max_frame),
             };
+            if let (Ok(conn), Some(ctx)) = (&result, &private) {
+                if let Err(e) = conn.admit(ctx, after).await {
+                    result = Err(e);
+                }
+            }
             if let Err(e) = &result {
                 tracing::debug!(%addr, error = %e, "inbound handshake failed");
             }
@@ -806,6 +878,8 @@ struct Shared {
     senders: [Mutex<Option<SendStream>>; 2],
     receivers: Mutex<Receivers>,
     fault: Arc<StdMutex<Option<Fault>>>,
+    /// The peer's credential, if it sent one (private networks).
+    admission: Mutex<mpsc::Receiver<Vec<u8>>>,
 }
 
 impl Drop for Shared {
@@ -860,11 +934,15 @@ impl Connection {
         };
         let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
         let (data_tx, data) = mpsc::channel(DATA_QUEUE);
+        let (admission_tx, admission) = mpsc::channel(1);
         let fault = Arc::new(StdMutex::new(None));
         tokio::spawn(accept_streams(
             conn.clone(),
-            control_tx,
-            data_tx,
+            Senders {
+                control: control_tx,
+                data: data_tx,
+                admission: admission_tx,
+            },
             max_frame,
             Arc::clone(&fault),
         ));
@@ -877,8 +955,51 @@ impl Connection {
                 senders: [Mutex::new(None), Mutex::new(None)],
                 receivers: Mutex::new(Receivers { control, data }),
                 fault,
+                admission: Mutex::new(admission),
             }),
         })
+    }
+
+    /// Private networks: shows our credential and checks the peer's (waiting at most
+    /// `patience` for it). On failure the connection is closed with [`CODE_NOT_ADMITTED`].
+    async fn admit(&self, ctx: &PrivateCtx, patience: Duration) -> Result<(), TransportError> {
+        let ours = ctx.net.credential.to_bytes();
+        let mut buf = Vec::with_capacity(3 + ours.len());
+        buf.push(ADMISSION_TAG);
+        // A credential is at most MAX_CREDENTIAL_BYTES (< u16::MAX) long.
+        buf.extend_from_slice(&(ours.len() as u16).to_be_bytes());
+        buf.extend_from_slice(&ours);
+        let mut stream = self
+            .shared
+            .conn
+            .open_uni()
+            .await
+            .map_err(|e| self.end_error(e))?;
+        stream.write_all(&buf).await.map_err(|e| match e {
+            quinn::WriteError::ConnectionLost(e) => self.end_error(e),
+            other => TransportError::ConnectionLost(other.to_string()),
+        })?;
+        let _ = stream.finish();
+        let theirs = {
+            let mut rx = self.shared.admission.lock().await;
+            tokio::time::timeout(patience, rx.recv()).await
+        };
+        let peer = self.peer_id();
+        let verdict = match theirs {
+            Err(_) => Err(CredentialError::Missing),
+            // The connection ended while we waited (e.g. the peer refused *us*).
+            Ok(None) => return Err(self.close_error()),
+            Ok(Some(bytes)) => Credential::from_bytes(&bytes)
+                .and_then(|c| c.check(&ctx.net.authority, &peer, &ctx.network_id, unix_now())),
+        };
+        match verdict {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(peer = %peer.short(), addr = %self.remote_addr(), %error, "peer not admitted");
+                self.close_with(CODE_NOT_ADMITTED, &error.to_string());
+                Err(TransportError::NotAdmitted { peer, error })
+            }
+        }
     }
 
     /// The peer's identity, proven in the handshake.
@@ -1046,11 +1167,18 @@ fn fail(conn: &quinn::Connection, fault_slot: &StdMutex<Option<Fault>>, code: u3
     conn.close(VarInt::from_u32(code), reason);
 }
 
+/// Where a connection's stream readers hand what they read.
+#[derive(Clone)]
+struct Senders {
+    control: mpsc::Sender<Bytes>,
+    data: mpsc::Sender<Bytes>,
+    admission: mpsc::Sender<Vec<u8>>,
+}
+
 /// Accepts the peer's unidirectional streams, one reader task each.
 async fn accept_streams(
     conn: quinn::Connection,
-    control_tx: mpsc::Sender<Bytes>,
-    data_tx: mpsc::Sender<Bytes>,
+    senders: Senders,
     max_frame: usize,
     fault: Arc<StdMutex<Option<Fault>>>,
 ) {
@@ -1058,11 +1186,29 @@ async fn accept_streams(
         tokio::spawn(read_stream(
             stream,
             conn.clone(),
-            control_tx.clone(),
-            data_tx.clone(),
+            senders.clone(),
             max_frame,
             Arc::clone(&fault),
         ));
+    }
+}
+
+/// Reads a credential stream: a `u16` length (at most [`MAX_CREDENTIAL_BYTES`]) and the
+/// credential. Only the first is kept; an open network ignores it.
+async fn read_credential(stream: &mut RecvStream, tx: &mpsc::Sender<Vec<u8>>) {
+    let mut len = [0u8; 2];
+    if stream.read_exact(&mut len).await.is_err() {
+        return;
+    }
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > MAX_CREDENTIAL_BYTES {
+        // Cannot be a credential: the check then reports it as malformed.
+        let _ = tx.try_send(Vec::new());
+        return;
+    }
+    let mut buf = vec![0u8; len];
+    if stream.read_exact(&mut buf).await.is_ok() {
+        let _ = tx.try_send(buf);
     }
 }
 
@@ -1070,8 +1216,7 @@ async fn accept_streams(
 async fn read_stream(
     mut stream: RecvStream,
     conn: quinn::Connection,
-    control_tx: mpsc::Sender<Bytes>,
-    data_tx: mpsc::Sender<Bytes>,
+    senders: Senders,
     max_frame: usize,
     fault: Arc<StdMutex<Option<Fault>>>,
 ) {
@@ -1079,9 +1224,13 @@ async fn read_stream(
     if stream.read_exact(&mut tag).await.is_err() {
         return; // ended or reset before saying anything: nothing to deliver
     }
+    if tag[0] == ADMISSION_TAG {
+        read_credential(&mut stream, &senders.admission).await;
+        return;
+    }
     let tx = match StreamClass::from_tag(tag[0]) {
-        Some(StreamClass::Control) => control_tx,
-        Some(StreamClass::Data) => data_tx,
+        Some(StreamClass::Control) => senders.control,
+        Some(StreamClass::Data) => senders.data,
         None => {
             let msg = format!("unknown stream class {}", tag[0]);
             fail(&conn, &fault, CODE_PROTOCOL_VIOLATION, Fault::Protocol(msg));

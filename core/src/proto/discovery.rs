@@ -124,6 +124,11 @@ impl Directory {
             .collect()
     }
 
+    /// Topics with remembered hints (at most `max_hint_topics`).
+    pub fn hint_topics(&self) -> usize {
+        self.hints.len()
+    }
+
     /// Remembered members of `topic`, most recent first.
     pub fn hints(&self, topic: &TopicId) -> Vec<PeerInfo> {
         self.hints

@@ -242,6 +242,24 @@ pub struct Counters {
     pub declared_dead: u64,
 }
 
+/// Sizes of the node's bounded tables, summed over its topics (each has a configured
+/// bound; the hostile-peer tests watch these stay under it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Presence records held (online and tombstones), all topics.
+    pub presence_records: usize,
+    /// Broadcasts in the message caches.
+    pub cache_entries: usize,
+    /// Bytes in the message caches (approximate).
+    pub cache_bytes: usize,
+    /// Ids in the seen sets.
+    pub seen_ids: usize,
+    /// Announced-but-missing ids waiting for a graft.
+    pub missing_ids: usize,
+    /// Topics with discovery hints remembered.
+    pub hint_topics: usize,
+}
+
 struct Topic {
     /// Deliver messages to the application (false: member only to publish).
     subscribed: bool,
@@ -342,6 +360,23 @@ impl State {
     /// Counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Sizes of the bounded tables (statistics, hostile-peer tests).
+    pub fn table_sizes(&self) -> TableSizes {
+        let mut s = TableSizes {
+            hint_topics: self.directory.hint_topics(),
+            ..TableSizes::default()
+        };
+        for t in self.topics.values() {
+            let (entries, bytes, seen, missing) = t.plumtree.table_sizes();
+            s.presence_records += t.presence.len();
+            s.cache_entries += entries;
+            s.cache_bytes += bytes;
+            s.seen_ids += seen;
+            s.missing_ids += missing;
+        }
+        s
     }
 
     /// Network-wide active view.

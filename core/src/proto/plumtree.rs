@@ -353,6 +353,17 @@ impl State {
         self.lazy.iter().copied().collect()
     }
 
+    /// Sizes of the bounded tables: `(cache entries, cache bytes, seen ids, missing ids)`
+    /// (for statistics and the hostile-peer tests).
+    pub fn table_sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.cache.len(),
+            self.cache_bytes,
+            self.seen.len(),
+            self.missing.len(),
+        )
+    }
+
     /// Measurement counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
