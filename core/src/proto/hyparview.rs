@@ -275,6 +275,11 @@ impl State {
         self.left = true;
     }
 
+    /// How many neighbours the active view holds (no allocation).
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
     /// The active view.
     pub fn active(&self) -> Vec<PeerId> {
         self.active.iter().map(|p| p.id).collect()
@@ -304,6 +309,13 @@ impl State {
 
     /// When [`State::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Time> {
+        earliest(self.poll_precise(), self.poll_lax())
+    }
+
+    /// The periodic deadlines that tolerate running up to a second late (shuffles, rejoins):
+    /// the node runs them on its next failure-detector round, so that an idle node wakes
+    /// once per round rather than once per overlay and timer.
+    pub fn poll_lax(&self) -> Option<Time> {
         if self.left {
             return None;
         }
@@ -314,6 +326,15 @@ impl State {
         if !self.graveyard.is_empty() {
             t = earliest(t, self.next_rejoin);
         }
+        t
+    }
+
+    /// The deadlines that must run on time: outstanding requests and view refills.
+    pub fn poll_precise(&self) -> Option<Time> {
+        if self.left {
+            return None;
+        }
+        let mut t = None;
         for p in &self.pending {
             t = earliest(t, Some(p.deadline));
         }
