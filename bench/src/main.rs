@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! cargo run --release -p starling-bench -- --suite node [--nodes N] [--payload B]
-//!     [--messages M] [--workload NAME]... [--json]
+//!     [--messages M] [--rate R] [--workload NAME]... [--json]
 //! ```
 //!
 //! Workloads (one row each):
-//! - `one_publisher`: N nodes on one topic; one node publishes M paced messages; latency
-//!   from publish to delivery at every other node, delivery ratio, wire bytes.
-//! - `many_publishers`: the same with every node publishing M/N messages.
+//! - `one_publisher`: N nodes on one topic; one node publishes M messages paced at
+//!   `--rate` messages/s (default 20); latency from publish to delivery at every other
+//!   node, delivery ratio, wire bytes. Every node verifies every message, so the rate is
+//!   kept well below the verify capacity of the machine: this workload measures latency,
+//!   not queueing behind a saturated CPU (that is the `throughput` workload's job).
+//! - `many_publishers`: the same with every node publishing M/N messages (same total rate).
 //! - `throughput`: 2 nodes, one publishes as fast as the API allows; delivered msgs/s at
 //!   the subscriber, against this machine's single-core Ed25519 verify rate.
 //! - `churn`: kill 10% of the N nodes abruptly; time until each neighbour of a killed node
@@ -33,6 +36,8 @@ struct Args {
     nodes: usize,
     payload: usize,
     messages: usize,
+    /// Publish rate of the latency workloads, messages/s over all publishers.
+    rate: f64,
     json: bool,
     /// Only these workloads (default: all).
     only: Vec<String>,
@@ -43,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         nodes: 50,
         payload: 256,
         messages: 200,
+        rate: 20.0,
         json: false,
         only: Vec::new(),
     };
@@ -59,6 +65,13 @@ fn parse_args() -> Result<Args, String> {
             "--nodes" => args.nodes = num("--nodes")?.max(3),
             "--payload" => args.payload = num("--payload")?.max(8),
             "--messages" => args.messages = num("--messages")?.max(1),
+            "--rate" => {
+                args.rate = it
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .ok_or("--rate needs a positive number (messages/s)")?
+            }
             "--json" => args.json = true,
             "--workload" => args.only.push(it.next().ok_or("--workload needs a name")?),
             other => return Err(format!("unknown argument {other:?}")),
@@ -241,8 +254,9 @@ fn emit(args: &Args, row: Value) {
     }
 }
 
-/// Latency / delivery workload: `publishers` publish `messages` in total, paced.
-fn broadcast_workload(args: &Args, name: &str, publishers: usize) -> Value {
+/// Latency / delivery workload: `publishers` publish `messages` in total, paced at
+/// `args.rate` messages/s in total.
+fn broadcast_workload(args: &Args, name: &str, publishers: usize, verify: f64) -> Value {
     let base = Instant::now();
     let topic = TopicId::from_name("bench");
     let nodes = start_nodes(args.nodes, &format!("bench-{name}"));
@@ -258,12 +272,20 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize) -> Value {
     let bytes_before = total_bytes_out(&nodes);
     let per = (args.messages / publishers).max(1);
     let sent = per * publishers;
+    // Paced on a fixed schedule (not sleep-after-send), one message per slot.
+    let gap = Duration::from_secs_f64(1.0 / args.rate);
+    let start = Instant::now();
+    let mut slot = 0u32;
     for _ in 0..per {
         for p in 0..publishers {
+            let at = start + gap * slot;
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            slot += 1;
             let idx = (p * nodes.len()) / publishers;
             let _ = nodes[idx].publish(topic, payload(base, args.payload));
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
     let expected = (sent * (nodes.len() - 1)) as u64;
     let delivered = || {
@@ -294,6 +316,10 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize) -> Value {
     json!({
         "suite": "node", "workload": name, "nodes": args.nodes,
         "payload_bytes": args.payload, "messages": sent, "overlay_formed": formed,
+        "rate_msgs_per_s": args.rate,
+        // Signature checks per second the rate asks of the whole process (every other
+        // node verifies every message), as a share of one core's verify rate.
+        "verify_load_cores": args.rate * (args.nodes as f64 - 1.0) / verify,
         "delivery": got as f64 / expected as f64,
         "latency_p50_ms": percentile(&lat, 0.5), "latency_p99_ms": percentile(&lat, 0.99),
         "wire_bytes_per_delivery": if got > 0 { Some(bytes as f64 / got as f64) } else { None },
@@ -492,28 +518,55 @@ fn idle_workload(args: &Args) -> Value {
             let _ = n.set_presence(topic, "i");
         }
     }
-    // Let joins, discovery and first presence rounds settle.
-    std::thread::sleep(Duration::from_secs(10));
+    // Idle means after formation: every node sees every other online in every topic
+    // (bounded wait, reported), then a few seconds for the last joins' follow-up walks.
+    let formed = (0..10).all(|t| {
+        all_online(
+            &nodes,
+            TopicId::from_name(&format!("idle-{t}")),
+            Duration::from_secs(60),
+        )
+    });
+    std::thread::sleep(Duration::from_secs(5));
     let rss_after = rss_kb();
-    let timers = || -> u64 {
+    // Each node's counter is read with the time of its own reading, so slow stats calls
+    // on a loaded machine do not skew the windows.
+    let timers = || -> Vec<Option<(u64, Instant)>> {
         nodes
             .iter()
-            .filter_map(|n| n.stats().ok())
-            .map(|s| s.timer_wakeups)
-            .sum()
+            .map(|n| n.stats().ok().map(|s| (s.timer_wakeups, Instant::now())))
+            .collect()
     };
     let w0 = node_thread_wakeups();
+    let c0 = Instant::now();
     let t0 = timers();
     let window = Duration::from_secs(10);
     std::thread::sleep(window);
     let w1 = node_thread_wakeups();
+    let c1 = Instant::now();
     let t1 = timers();
     let n = nodes.len() as f64;
     let switches = match (w0, w1) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / n / window.as_secs_f64()),
+        (Some(a), Some(b)) => Some((b - a) as f64 / n / (c1 - c0).as_secs_f64()),
         _ => None,
     };
-    let wake = (t1 - t0) as f64 / n / window.as_secs_f64();
+    // Per-node rates (wake-ups over that node's own window), then their median and max.
+    let mut rates: Vec<f64> = t0
+        .iter()
+        .zip(&t1)
+        .filter_map(|(a, b)| match (a, b) {
+            (Some((n0, i0)), Some((n1, i1))) => {
+                Some(n1.saturating_sub(*n0) as f64 / (*i1 - *i0).as_secs_f64().max(1e-3))
+            }
+            _ => None,
+        })
+        .collect();
+    rates.sort_by(|a, b| a.total_cmp(b));
+    let wake = if rates.is_empty() {
+        None
+    } else {
+        Some(rates.iter().sum::<f64>() / rates.len() as f64)
+    };
     let rss = match (rss_before, rss_after) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1024.0 / n),
         _ => None,
@@ -524,9 +577,12 @@ fn idle_workload(args: &Args) -> Value {
     }
     json!({
         "suite": "node", "workload": "idle", "nodes": args.nodes, "topics_per_node": 10,
+        "overlay_formed": formed,
         "rss_per_node_mb": rss, "idle_wakeups_per_s": wake,
+        "idle_wakeups_per_s_p50": percentile(&rates, 0.5),
+        "idle_wakeups_per_s_max": percentile(&rates, 1.0),
         "context_switches_per_s": switches,
-        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s, from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement)",
+        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s (mean over nodes; p50 and max also given), from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement)",
     })
 }
 
@@ -534,7 +590,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}\nusage: starling-bench --suite node [--nodes N] [--payload BYTES] [--messages M] [--workload one_publisher|many_publishers|throughput|churn|idle]... [--json]");
+            eprintln!("error: {e}\nusage: starling-bench --suite node [--nodes N] [--payload BYTES] [--messages M] [--rate MSGS_PER_S] [--workload one_publisher|many_publishers|throughput|churn|idle]... [--json]");
             std::process::exit(2);
         }
     };
@@ -547,12 +603,12 @@ fn main() {
                "note": "single core; verify_limit is the node's checker (net::verify::FastVerify), wire is Broadcast::verify"}),
     );
     if run("one_publisher") {
-        emit(&args, broadcast_workload(&args, "one_publisher", 1));
+        emit(&args, broadcast_workload(&args, "one_publisher", 1, verify));
     }
     if run("many_publishers") {
         emit(
             &args,
-            broadcast_workload(&args, "many_publishers", args.nodes),
+            broadcast_workload(&args, "many_publishers", args.nodes, verify),
         );
     }
     if run("throughput") {
