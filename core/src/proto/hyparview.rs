@@ -248,6 +248,13 @@ impl State {
         self.refill(now, out);
     }
 
+    /// Drops `peer` from the passive view (a hint that it is unreachable, e.g. a signed
+    /// failure notice), so that a refill does not spend a request timeout on it. The active
+    /// view is left to this node's own failure detection.
+    pub fn forget_passive(&mut self, peer: &PeerId) {
+        self.remove_passive(peer);
+    }
+
     /// Adds a hint to the passive view (e.g. a peer found by topic discovery).
     pub fn add_passive(&mut self, peer: PeerInfo) {
         if self.left || self.knows(&peer.id) {
@@ -1506,6 +1513,22 @@ mod tests {
         );
         assert!(b.passive().contains(&first));
         check_invariants(&b);
+    }
+
+    #[test]
+    fn a_forgotten_passive_peer_is_not_asked_to_refill() {
+        let mut a = node(0, Config::default());
+        a.add_passive(info(1));
+        a.add_passive(info(2));
+        a.forget_passive(&info(1).id);
+        a.forget_passive(&info(7).id); // unknown: no effect
+        assert_eq!(a.passive(), vec![info(2).id]);
+        let mut out = Vec::new();
+        a.handle_timeout(t(100), &mut out);
+        let s = sends(&out);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, info(2).id, "the refill asks the remaining backup");
+        check_invariants(&a);
     }
 
     #[test]

@@ -900,7 +900,23 @@ impl State {
                     t.plumtree.broadcast(b.id(), b, now, &mut pt);
                     self.on_plumtree(topic, pt, now);
                 }
-                presence::OutEvent::Event(ev) => self.events.push_back(Event::Presence(ev)),
+                presence::OutEvent::Event(ev) => {
+                    // Departure: a peer reported failed (signed notice) or leaving is no
+                    // good backup; dropping it from every passive view keeps refills after
+                    // a crash from waiting out a request timeout on it.
+                    if matches!(
+                        ev.change,
+                        presence::PresenceChange::Offline(
+                            presence::OfflineReason::Failed { .. } | presence::OfflineReason::Left
+                        )
+                    ) {
+                        self.global.forget_passive(&ev.peer);
+                        for t in self.topics.values_mut() {
+                            t.membership.forget_passive(&ev.peer);
+                        }
+                    }
+                    self.events.push_back(Event::Presence(ev));
+                }
             }
         }
     }
