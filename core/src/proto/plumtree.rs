@@ -1112,7 +1112,11 @@ mod tests {
 
     #[test]
     fn quiet_topic_announces_at_once_and_a_burst_is_batched() {
-        let mut s = node_with(&[1, 2, 3], Config::default());
+        let config = Config {
+            ihave_burst: 4,
+            ..Config::default()
+        };
+        let mut s = node_with(&[1, 2, 3], config);
         let mut out = Vec::new();
         s.handle_control(peer(2), GossipMsg::Prune, ms(0), &mut out);
         s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
