@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p starling-bench -- --suite node [--nodes N] [--payload B]
-//!     [--messages M] [--rate R] [--workload NAME]... [--json]
+//!     [--messages M] [--rate R] [--topics T] [--workload NAME]... [--json]
 //! ```
 //!
 //! Workloads (one row each):
@@ -16,7 +16,8 @@
 //!   the subscriber, against this machine's single-core Ed25519 verify rate.
 //! - `churn`: kill 10% of the N nodes abruptly; time until each neighbour of a killed node
 //!   has a replacement neighbour, and until every survivor sees the killed offline.
-//! - `idle`: N nodes each on 10 topics, idle: RSS per node and thread wake-ups per second.
+//! - `idle`: N nodes each on T topics (default 10), idle after the overlays formed: RSS
+//!   growth per node, actor timer wake-ups and thread context switches per second.
 //!
 //! A figure that cannot be measured is printed as null, never guessed.
 
@@ -38,6 +39,8 @@ struct Args {
     messages: usize,
     /// Publish rate of the latency workloads, messages/s over all publishers.
     rate: f64,
+    /// Topics per node of the idle workload.
+    topics: usize,
     json: bool,
     /// Only these workloads (default: all).
     only: Vec<String>,
@@ -49,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
         payload: 256,
         messages: 200,
         rate: 20.0,
+        topics: 10,
         json: false,
         only: Vec::new(),
     };
@@ -65,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
             "--nodes" => args.nodes = num("--nodes")?.max(3),
             "--payload" => args.payload = num("--payload")?.max(8),
             "--messages" => args.messages = num("--messages")?.max(1),
+            "--topics" => args.topics = num("--topics")?,
             "--rate" => {
                 args.rate = it
                     .next()
@@ -92,6 +97,8 @@ fn micros(base: Instant) -> u64 {
 struct Record {
     /// (publish time, delivery time) in µs since the base.
     latencies: Vec<(u64, u64)>,
+    /// Hop count of each delivery.
+    hops: Vec<u32>,
     delivered: u64,
     /// When each peer was seen offline.
     offline: HashMap<PeerId, Instant>,
@@ -115,6 +122,7 @@ fn consume(sub: Subscription, base: Instant, stop: Arc<AtomicBool>) -> Arc<Mutex
                     let mut g = r.lock().unwrap();
                     g.delivered += 1;
                     g.latencies.push((sent, now));
+                    g.hops.push(u32::from(m.hops));
                 }
                 Ok(Item::Presence(p)) => {
                     if let PresenceChange::Offline(_) = p.change {
@@ -220,19 +228,24 @@ fn verify_rates(payload_len: usize) -> (f64, f64) {
     let id = msg.id();
     let b = Broadcast::Message(msg);
     let mut fast = FastVerify::default();
+    // Alternating short samples, best of each: on a shared machine the other programs'
+    // load swings within a second, and the best sample is the closest to one free core.
     let rate = |f: &mut dyn FnMut() -> bool| {
         let t = Instant::now();
         let mut n = 0u64;
-        while t.elapsed() < Duration::from_secs(1) {
-            for _ in 0..100 {
+        while t.elapsed() < Duration::from_millis(250) {
+            for _ in 0..50 {
                 assert!(f());
             }
-            n += 100;
+            n += 50;
         }
         n as f64 / t.elapsed().as_secs_f64()
     };
-    let node = rate(&mut || fast.verify(&id, &b));
-    let wire = rate(&mut || b.verify(&id).is_ok());
+    let (mut node, mut wire) = (0f64, 0f64);
+    for _ in 0..6 {
+        node = node.max(rate(&mut || fast.verify(&id, &b)));
+        wire = wire.max(rate(&mut || b.verify(&id).is_ok()));
+    }
     (node, wire)
 }
 
@@ -309,6 +322,18 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize, verify: f64) -
         })
         .collect();
     lat.sort_by(|a, b| a.total_cmp(b));
+    let mut hops: Vec<f64> = recs
+        .iter()
+        .flat_map(|r| {
+            r.lock()
+                .unwrap()
+                .hops
+                .iter()
+                .map(|h| f64::from(*h))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    hops.sort_by(|a, b| a.total_cmp(b));
     let drops = total_drops(&nodes);
     for n in &nodes {
         n.abort();
@@ -322,6 +347,7 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize, verify: f64) -
         "verify_load_cores": args.rate * (args.nodes as f64 - 1.0) / verify,
         "delivery": got as f64 / expected as f64,
         "latency_p50_ms": percentile(&lat, 0.5), "latency_p99_ms": percentile(&lat, 0.99),
+        "hops_p50": percentile(&hops, 0.5), "hops_max": percentile(&hops, 1.0),
         "wire_bytes_per_delivery": if got > 0 { Some(bytes as f64 / got as f64) } else { None },
         "drops": drops,
     })
@@ -512,7 +538,7 @@ fn idle_workload(args: &Args) -> Value {
     let nodes = start_nodes(args.nodes, "bench-idle");
     let mut subs = Vec::new();
     for n in &nodes {
-        for t in 0..10 {
+        for t in 0..args.topics {
             let topic = TopicId::from_name(&format!("idle-{t}"));
             subs.push(n.subscribe(topic).expect("subscribe"));
             let _ = n.set_presence(topic, "i");
@@ -520,7 +546,7 @@ fn idle_workload(args: &Args) -> Value {
     }
     // Idle means after formation: every node sees every other online in every topic
     // (bounded wait, reported), then a few seconds for the last joins' follow-up walks.
-    let formed = (0..10).all(|t| {
+    let formed = (0..args.topics).all(|t| {
         all_online(
             &nodes,
             TopicId::from_name(&format!("idle-{t}")),
@@ -571,12 +597,19 @@ fn idle_workload(args: &Args) -> Value {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1024.0 / n),
         _ => None,
     };
+    let stats: Vec<_> = nodes.iter().filter_map(|n| n.stats().ok()).collect();
+    let per_node = |f: &dyn Fn(&starling_core::node::Stats) -> usize| {
+        stats.iter().map(|s| f(s) as f64).sum::<f64>() / stats.len().max(1) as f64
+    };
+    let connections = per_node(&|s| s.peers);
+    let neighbours = per_node(&|s| s.neighbors);
     drop(subs);
     for n in &nodes {
         n.abort();
     }
     json!({
-        "suite": "node", "workload": "idle", "nodes": args.nodes, "topics_per_node": 10,
+        "suite": "node", "workload": "idle",
+        "connections_per_node": connections, "neighbours_per_node": neighbours, "nodes": args.nodes, "topics_per_node": args.topics,
         "overlay_formed": formed,
         "rss_per_node_mb": rss, "idle_wakeups_per_s": wake,
         "idle_wakeups_per_s_p50": percentile(&rates, 0.5),
@@ -590,7 +623,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}\nusage: starling-bench --suite node [--nodes N] [--payload BYTES] [--messages M] [--rate MSGS_PER_S] [--workload one_publisher|many_publishers|throughput|churn|idle]... [--json]");
+            eprintln!("error: {e}\nusage: starling-bench --suite node [--nodes N] [--payload BYTES] [--messages M] [--rate MSGS_PER_S] [--topics T] [--workload one_publisher|many_publishers|throughput|churn|idle]... [--json]");
             std::process::exit(2);
         }
     };
@@ -600,7 +633,7 @@ fn main() {
         &args,
         json!({"suite": "node", "workload": "verify", "verify_limit_msgs_per_s": verify,
                "wire_verify_msgs_per_s": wire_verify,
-               "note": "single core; verify_limit is the node's checker (net::verify::FastVerify), wire is Broadcast::verify"}),
+               "note": "single core, best of 6 alternating 250 ms samples; verify_limit is the node's checker (net::verify::FastVerify, key cache), wire is Broadcast::verify (same single strict check, key decoded per call)"}),
     );
     if run("one_publisher") {
         emit(&args, broadcast_workload(&args, "one_publisher", 1, verify));
