@@ -41,9 +41,31 @@ impl PeerId {
         let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
             return false;
         };
-        let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        key.verify_strict(msg, &sig).is_ok() && key.verify(msg, &sig).is_ok()
+        verify_with(&key, msg, sig)
     }
+}
+
+/// The strict check with one double-scalar multiplication: the verdict of dalek's
+/// `verify_strict(..) && verify(..)` (which costs two), shared by [`PeerId::verify`] and the
+/// node's cached checker (`net::verify::FastVerify`).
+///
+/// `verify` (cofactorless, and comparing the *encoding* of the recomputed R with the
+/// signature's R, so R is canonical; s < ℓ is checked by dalek) plus the two extra
+/// conditions of `verify_strict`: neither the key nor R is of small order. `verify_strict`
+/// compares decompressed points; `verify` passing implies that point equation, since it
+/// compares encodings of the same recomputed point.
+pub(crate) fn verify_with(key: &VerifyingKey, msg: &[u8], sig: &Signature) -> bool {
+    if key.is_weak() {
+        return false;
+    }
+    let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+    // R must be a point not of small order; decoding it as a key is the public way to
+    // decompress it.
+    match VerifyingKey::from_bytes(sig.r_bytes()) {
+        Ok(r) if !r.is_weak() => {}
+        _ => return false,
+    }
+    key.verify(msg, &sig).is_ok()
 }
 
 impl fmt::Display for PeerId {
@@ -262,6 +284,64 @@ mod tests {
         assert!(!a.peer_id().verify(b"hello", &bad));
         // Not a curve point / small-order key: rejected, not a panic.
         assert!(!PeerId::from_bytes([0; 32]).verify(b"hello", &sig));
+    }
+
+    /// The one-multiplication check gives the verdict of dalek's two full checks
+    /// (`verify_strict && verify`) on genuine, tampered and degenerate signatures.
+    #[test]
+    fn single_check_agrees_with_strict_and_cofactorless() {
+        let reference = |key: &[u8; 32], msg: &[u8], sig: &Signature| {
+            let Ok(k) = VerifyingKey::from_bytes(key) else {
+                return false;
+            };
+            let s = ed25519_dalek::Signature::from_bytes(&sig.0);
+            k.verify_strict(msg, &s).is_ok() && k.verify(msg, &s).is_ok()
+        };
+        let mut cases: Vec<([u8; 32], Vec<u8>, Signature)> = Vec::new();
+        for seed in 1..6u8 {
+            let k = Keypair::from_seed([seed; 32]);
+            let sig = k.sign(b"msg");
+            let key = *k.peer_id().as_bytes();
+            cases.push((key, b"msg".to_vec(), sig));
+            cases.push((key, b"msG".to_vec(), sig));
+            for byte in [0usize, 31, 32, 63] {
+                let mut bad = sig;
+                bad.0[byte] ^= 0x01;
+                cases.push((key, b"msg".to_vec(), bad));
+            }
+            // s ≥ ℓ.
+            let mut big = sig;
+            big.0[32..].copy_from_slice(&[0xff; 32]);
+            cases.push((key, b"msg".to_vec(), big));
+            // Non-canonical R: the identity's y = 1 encoded as 1 + p (not reduced).
+            let mut noncanon = sig;
+            noncanon.0[..32].copy_from_slice(&[
+                0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                0xff, 0xff, 0xff, 0x7f,
+            ]);
+            cases.push((key, b"msg".to_vec(), noncanon));
+        }
+        // Small-order key and R (the identity point), s = 0: passes the cofactorless
+        // equation for any message, must be refused.
+        let mut ident = [0u8; 32];
+        ident[0] = 1;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&ident);
+        cases.push((ident, b"anything".to_vec(), Signature(sig)));
+        // Key bytes that are no point.
+        cases.push((
+            [0xff; 32],
+            b"msg".to_vec(),
+            Keypair::from_seed([1; 32]).sign(b"msg"),
+        ));
+        let mut accepted = 0;
+        for (key, msg, sig) in &cases {
+            let want = reference(key, msg, sig);
+            assert_eq!(PeerId::from_bytes(*key).verify(msg, sig), want, "{key:?}");
+            accepted += usize::from(want);
+        }
+        assert_eq!(accepted, 5, "only the five genuine signatures verify");
     }
 
     #[test]

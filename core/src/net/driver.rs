@@ -422,8 +422,12 @@ impl Driver {
             tokio::pin!(sleep);
             let mut armed: Option<Time> = None;
             let mut last_fired: Option<Time> = None;
-            let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-            housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Housekeeping is due every HOUSEKEEPING and runs on the next protocol timer
+            // after that (an idle node has one every probe round); its own timer is only a
+            // fallback one period later, so it adds no wake-up of its own.
+            let mut housekeeping_due = Instant::now() + HOUSEKEEPING;
+            let housekeeping = tokio::time::sleep_until(housekeeping_due + HOUSEKEEPING);
+            tokio::pin!(housekeeping);
             let drained = Arc::clone(&self.drained);
             tracing::info!("node started");
             loop {
@@ -469,10 +473,17 @@ impl Driver {
                         last_fired = armed;
                         armed = None;
                         self.state.handle_timeout(now);
+                        if Instant::now() >= housekeeping_due {
+                            self.housekeeping();
+                            housekeeping_due = Instant::now() + HOUSEKEEPING;
+                            housekeeping.as_mut().reset(housekeeping_due + HOUSEKEEPING);
+                        }
                     }
-                    _ = housekeeping.tick() => {
+                    () = &mut housekeeping => {
                         self.counters.timer_wakeups += 1;
                         self.housekeeping();
+                        housekeeping_due = Instant::now() + HOUSEKEEPING;
+                        housekeeping.as_mut().reset(housekeeping_due + HOUSEKEEPING);
                     }
                     () = drained.notified(), if !self.held.is_empty() => self.release_held(false),
                     () = tokio::time::sleep_until(

@@ -1,10 +1,10 @@
-//! The node's signature checker: the same verdicts as [`Broadcast::verify`] for about half
-//! the CPU.
+//! The node's signature checker: the same verdicts as [`Broadcast::verify`], with the
+//! author's decompressed key cached.
 //!
-//! [`PeerId::verify`](crate::identity::PeerId::verify) runs `verify_strict` and then
-//! `verify`: two double-scalar multiplications, and it decompresses the author's key on
+//! [`PeerId::verify`](crate::identity::PeerId::verify) decompresses the author's key on
 //! every call. A node verifies every message it receives, so that is its throughput limit.
-//! [`FastVerify`] accepts exactly the same signatures with one multiplication:
+//! Both use one multiplication (`identity::verify_with`; dalek's `verify_strict` followed
+//! by `verify` took two):
 //! - `verify` (cofactorless, compares the *encoding* of the recomputed R with the
 //!   signature's R, so R is canonical; s < ℓ is checked by dalek), plus
 //! - the two extra conditions of `verify_strict`: neither R nor the author's key is of
@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 
 use crate::proto::Verify;
 use crate::wire::{Broadcast, MessageId, SIGNATURE_DOMAIN};
@@ -54,17 +54,10 @@ impl Verify for FastVerify {
         let Some(key) = self.key(content.signer().as_bytes()) else {
             return false;
         };
-        let sig = Signature::from_bytes(&content.sig().0);
-        // R must be a point not of small order (verify_strict's condition); decoding it as
-        // a key is the public way to decompress it.
-        match VerifyingKey::from_bytes(sig.r_bytes()) {
-            Ok(r) if !r.is_weak() => {}
-            _ => return false,
-        }
         let mut input = [0u8; SIGNATURE_DOMAIN.len() + 32];
         input[..SIGNATURE_DOMAIN.len()].copy_from_slice(SIGNATURE_DOMAIN);
         input[SIGNATURE_DOMAIN.len()..].copy_from_slice(id.as_bytes());
-        ed25519_dalek::Verifier::verify(&key, &input, &sig).is_ok()
+        crate::identity::verify_with(&key, &input, content.sig())
     }
 }
 

@@ -248,6 +248,13 @@ impl State {
         self.refill(now, out);
     }
 
+    /// Drops `peer` from the passive view (a hint that it is unreachable, e.g. a signed
+    /// failure notice), so that a refill does not spend a request timeout on it. The active
+    /// view is left to this node's own failure detection.
+    pub fn forget_passive(&mut self, peer: &PeerId) {
+        self.remove_passive(peer);
+    }
+
     /// Adds a hint to the passive view (e.g. a peer found by topic discovery).
     pub fn add_passive(&mut self, peer: PeerInfo) {
         if self.left || self.knows(&peer.id) {
@@ -273,6 +280,11 @@ impl State {
         self.next_shuffle = None;
         self.next_rejoin = None;
         self.left = true;
+    }
+
+    /// How many neighbours the active view holds (no allocation).
+    pub fn active_len(&self) -> usize {
+        self.active.len()
     }
 
     /// The active view.
@@ -304,6 +316,13 @@ impl State {
 
     /// When [`State::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Time> {
+        earliest(self.poll_precise(), self.poll_lax())
+    }
+
+    /// The periodic deadlines that tolerate running up to a second late (shuffles, rejoins):
+    /// the node runs them on its next failure-detector round, so that an idle node wakes
+    /// once per round rather than once per overlay and timer.
+    pub fn poll_lax(&self) -> Option<Time> {
         if self.left {
             return None;
         }
@@ -314,6 +333,15 @@ impl State {
         if !self.graveyard.is_empty() {
             t = earliest(t, self.next_rejoin);
         }
+        t
+    }
+
+    /// The deadlines that must run on time: outstanding requests and view refills.
+    pub fn poll_precise(&self) -> Option<Time> {
+        if self.left {
+            return None;
+        }
+        let mut t = None;
         for p in &self.pending {
             t = earliest(t, Some(p.deadline));
         }
@@ -1485,6 +1513,22 @@ mod tests {
         );
         assert!(b.passive().contains(&first));
         check_invariants(&b);
+    }
+
+    #[test]
+    fn a_forgotten_passive_peer_is_not_asked_to_refill() {
+        let mut a = node(0, Config::default());
+        a.add_passive(info(1));
+        a.add_passive(info(2));
+        a.forget_passive(&info(1).id);
+        a.forget_passive(&info(7).id); // unknown: no effect
+        assert_eq!(a.passive(), vec![info(2).id]);
+        let mut out = Vec::new();
+        a.handle_timeout(t(100), &mut out);
+        let s = sends(&out);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, info(2).id, "the refill asks the remaining backup");
+        check_invariants(&a);
     }
 
     #[test]

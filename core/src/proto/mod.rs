@@ -673,19 +673,39 @@ impl State {
     }
 
     /// When [`State::handle_timeout`] next has work to do.
+    ///
+    /// Timer coalescing: deadlines that tolerate running up to one probe interval late
+    /// (shuffles, partition-healing rejoins, presence refresh and expiry, cache expiry,
+    /// maintenance walks of a topic that has neighbours) are not returned on their own
+    /// while the failure detector has a round scheduled: they are done on that round (every
+    /// layer's `handle_timeout` does whatever is due at `now`). An idle node therefore wakes
+    /// about once per probe round, not once per topic and timer. Deadlines that must be
+    /// precise (probe and request timeouts, IHAVE batches, graft timers, ordering gaps,
+    /// first walks, bootstrap retries) are returned as they are.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let mut t = time::earliest(self.global.poll_timeout(), self.swim.poll_timeout());
-        if self.global.active().is_empty() {
-            t = time::earliest(t, self.next_bootstrap);
+        let mut precise = time::earliest(self.global.poll_precise(), self.swim.poll_timeout());
+        let mut lax = self.global.poll_lax();
+        if self.global.active_len() == 0 {
+            precise = time::earliest(precise, self.next_bootstrap);
         }
         for topic in self.topics.values() {
-            t = time::earliest(t, topic.membership.poll_timeout());
-            t = time::earliest(t, topic.plumtree.poll_timeout());
-            t = time::earliest(t, topic.presence.poll_timeout());
-            t = time::earliest(t, topic.order.poll_timeout());
-            t = time::earliest(t, Some(topic.next_walk));
+            precise = time::earliest(precise, topic.membership.poll_precise());
+            precise = time::earliest(precise, topic.plumtree.poll_precise());
+            precise = time::earliest(precise, topic.order.poll_timeout());
+            lax = time::earliest(lax, topic.membership.poll_lax());
+            lax = time::earliest(lax, topic.plumtree.poll_lax());
+            lax = time::earliest(lax, topic.presence.poll_timeout());
+            if topic.membership.active_len() == 0 {
+                precise = time::earliest(precise, Some(topic.next_walk));
+            } else {
+                lax = time::earliest(lax, Some(topic.next_walk));
+            }
         }
-        t
+        match self.swim.next_round() {
+            // The round is part of `precise` (through the detector's own deadline).
+            Some(_) => precise,
+            None => time::earliest(precise, lax),
+        }
     }
 
     /// Does all timed work due at `now`.
@@ -915,7 +935,23 @@ impl State {
                     t.plumtree.broadcast(b.id(), b, now, &mut pt);
                     self.on_plumtree(topic, pt, now);
                 }
-                presence::OutEvent::Event(ev) => self.events.push_back(Event::Presence(ev)),
+                presence::OutEvent::Event(ev) => {
+                    // Departure: a peer reported failed (signed notice) or leaving is no
+                    // good backup; dropping it from every passive view keeps refills after
+                    // a crash from waiting out a request timeout on it.
+                    if matches!(
+                        ev.change,
+                        presence::PresenceChange::Offline(
+                            presence::OfflineReason::Failed { .. } | presence::OfflineReason::Left
+                        )
+                    ) {
+                        self.global.forget_passive(&ev.peer);
+                        for t in self.topics.values_mut() {
+                            t.membership.forget_passive(&ev.peer);
+                        }
+                    }
+                    self.events.push_back(Event::Presence(ev));
+                }
             }
         }
     }

@@ -28,8 +28,12 @@ pub const MAX_MISSING_IDS: usize = 4096;
 /// Broadcast parameters (iroh-gossip's defaults, design.md §3).
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// IHAVE announcements are batched for this long (5 ms).
+    /// IHAVE announcements are batched for this long (5 ms)…
     pub ihave_batch_delay: Duration,
+    /// …except the first broadcasts of each batch window, up to this many (4), which are
+    /// announced at once: a quiet topic then sends its announcements without setting a
+    /// timer (0: always batch, the paper's behaviour).
+    pub ihave_burst: usize,
     /// Wait after the first IHAVE of a missing message before grafting (80 ms).
     pub graft_timeout_1: Duration,
     /// Wait before grafting from the next announcer (40 ms).
@@ -55,6 +59,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             ihave_batch_delay: Duration::from_millis(5),
+            ihave_burst: 4,
             graft_timeout_1: Duration::from_millis(80),
             graft_timeout_2: Duration::from_millis(40),
             optimization_threshold: 7,
@@ -158,6 +163,9 @@ pub struct State {
     graft_timers: BTreeSet<(Time, MessageId)>,
     pending_ihave: BTreeMap<PeerId, Vec<IHave>>,
     ihave_deadline: Option<Time>,
+    /// The current IHAVE batch window: its start, how many broadcasts were announced
+    /// without waiting in it, and the instant of the last one (see `queue_ihave`).
+    ihave_window: (Time, usize, Option<Time>),
     counters: Counters,
 }
 
@@ -178,6 +186,7 @@ impl State {
             graft_timers: BTreeSet::new(),
             pending_ihave: BTreeMap::new(),
             ihave_deadline: None,
+            ihave_window: (Time::default(), 0, None),
             counters: Counters::default(),
         }
     }
@@ -371,7 +380,18 @@ impl State {
 
     /// When [`State::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Time> {
+        earliest(self.poll_precise(), self.poll_lax())
+    }
+
+    /// Deadlines that must run on time: the IHAVE flush and graft timers.
+    pub fn poll_precise(&self) -> Option<Time> {
         let graft = self.graft_timers.first().map(|(t, _)| *t);
+        earliest(self.ihave_deadline, graft)
+    }
+
+    /// Deadlines that tolerate running late (cache and seen-set expiry): the node runs them
+    /// on its next failure-detector round instead of waking once per expiring message.
+    pub fn poll_lax(&self) -> Option<Time> {
         let cache = self
             .cache_order
             .front()
@@ -381,7 +401,7 @@ impl State {
             .seen_order
             .front()
             .map(|(_, t)| *t + self.config.seen_max_age);
-        earliest(earliest(self.ihave_deadline, graft), earliest(cache, seen))
+        earliest(cache, seen)
     }
 
     /// Does all timed work due at `now`: IHAVE flushes, graft timeouts, cache expiry.
@@ -453,7 +473,30 @@ impl State {
             self.pending_ihave.remove(&peer);
             out.push(OutEvent::Send(peer, GossipMsg::IHave(entries)));
         } else if self.ihave_deadline.is_none() {
-            self.ihave_deadline = Some(now + self.config.ihave_batch_delay);
+            // Departure (idle-adaptive batching; the paper leaves the lazy-push policy to
+            // the implementation): announcements go at once while fewer than `ihave_burst`
+            // broadcasts were announced at once within the current batch window (the other
+            // lazy peers of one broadcast, at the same instant, count once); beyond that
+            // they are batched until the window ends. A quiet topic thus never sets a timer
+            // for its IHAVEs, and a busy one sends at most `ihave_burst` + 1 IHAVE messages
+            // per peer per batch delay.
+            let delay = self.config.ihave_batch_delay;
+            let (start, count, last) = self.ihave_window;
+            let (start, count) = if now >= start + delay {
+                (now, 0)
+            } else {
+                (start, count)
+            };
+            if last == Some(now) || count < self.config.ihave_burst {
+                if let Some(entries) = self.pending_ihave.remove(&peer) {
+                    out.push(OutEvent::Send(peer, GossipMsg::IHave(entries)));
+                }
+                let count = if last == Some(now) { count } else { count + 1 };
+                self.ihave_window = (start, count, Some(now));
+            } else {
+                self.ihave_window = (start, count, last);
+                self.ihave_deadline = Some(start + delay);
+            }
         }
     }
 
@@ -1070,9 +1113,59 @@ mod tests {
     // ---------------------------------------------------------------------------------
     // Single-node rules
 
+    /// The paper's lazy push: every announcement waits for the batch (no burst).
+    fn batching() -> Config {
+        Config {
+            ihave_burst: 0,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn quiet_topic_announces_at_once_and_a_burst_is_batched() {
+        let config = Config {
+            ihave_burst: 4,
+            ..Config::default()
+        };
+        let mut s = node_with(&[1, 2, 3], config);
+        let mut out = Vec::new();
+        s.handle_control(peer(2), GossipMsg::Prune, ms(0), &mut out);
+        s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
+        let c = content(1);
+        // The first `ihave_burst` broadcasts of a window go at once, to every lazy peer,
+        // without a timer.
+        for n in 0..4 {
+            out.clear();
+            s.handle_gossip(peer(1), 0, fake_id(n), c.clone(), ms(100 + n), &mut out);
+            let announce = GossipMsg::IHave(vec![IHave {
+                id: fake_id(n),
+                hops: 1,
+            }]);
+            assert_eq!(
+                sends(&out),
+                vec![(peer(2), announce.clone()), (peer(3), announce)],
+                "broadcast {n}"
+            );
+            assert_eq!(s.poll_precise(), None, "no IHAVE timer while quiet");
+        }
+        // The next one in the same window waits for its end.
+        out.clear();
+        s.handle_gossip(peer(1), 0, fake_id(4), c.clone(), ms(104), &mut out);
+        assert!(sends(&out).is_empty());
+        assert_eq!(s.poll_precise(), Some(ms(105)));
+        s.handle_timeout(ms(105), &mut out);
+        assert_eq!(sends(&out).len(), 2);
+        // A new window: at once again.
+        out.clear();
+        s.handle_gossip(peer(1), 0, fake_id(5), c, ms(200), &mut out);
+        assert_eq!(sends(&out).len(), 2);
+        assert_eq!(s.poll_precise(), None);
+        check_invariants(&s);
+    }
+
     #[test]
     fn broadcast_pushes_to_eager_and_announces_to_lazy() {
-        let mut s = node_with(&[1, 2, 3], Config::default());
+        let mut s = node_with(&[1, 2, 3], batching());
         let mut out = Vec::new();
         s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
         assert_eq!(s.lazy_peers(), vec![peer(3)]);
@@ -1101,7 +1194,7 @@ mod tests {
 
     #[test]
     fn gossip_is_delivered_forwarded_and_its_sender_made_eager() {
-        let mut s = node_with(&[1, 2, 3], Config::default());
+        let mut s = node_with(&[1, 2, 3], batching());
         let mut out = Vec::new();
         s.handle_control(peer(1), GossipMsg::Prune, ms(0), &mut out);
         s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
@@ -1273,7 +1366,7 @@ mod tests {
 
     #[test]
     fn ihaves_are_batched_into_one_message_per_window() {
-        let mut s = node_with(&[1, 2], Config::default());
+        let mut s = node_with(&[1, 2], batching());
         let mut out = Vec::new();
         s.handle_control(peer(2), GossipMsg::Prune, ms(0), &mut out);
         let c = content(1);
@@ -1397,7 +1490,7 @@ mod tests {
 
     #[test]
     fn failure_notices_and_leaves_are_flooded_and_their_duplicates_prune_nothing() {
-        let mut s = node_with(&[1, 2, 3], Config::default());
+        let mut s = node_with(&[1, 2, 3], batching());
         let mut out = Vec::new();
         s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
         let key = Keypair::from_seed([5; 32]);
@@ -1447,7 +1540,7 @@ mod tests {
 
     #[test]
     fn neighbour_down_forgets_the_peer_everywhere() {
-        let mut s = node_with(&[1, 2], Config::default());
+        let mut s = node_with(&[1, 2], batching());
         let mut out = Vec::new();
         s.handle_control(peer(2), GossipMsg::Prune, ms(0), &mut out);
         let c = content(1);

@@ -70,6 +70,14 @@ const MAX_HELPER_PROBES_PER_REQUESTER: usize = MAX_HELPER_PROBES / 4;
 /// Shortest probe interval accepted, so that the round clock always moves forward.
 const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(1);
 
+/// RTT-adaptive timeouts: a peer's probe timeout is this many smoothed round trips…
+const RTT_FACTOR: u32 = 4;
+/// …but never less than this (100 ms: absorbs scheduling delays of a busy node)…
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+/// …and the indirect phase never less than this (200 ms: two more hops through a helper).
+/// Both are capped by the configured values, which apply while a peer's RTT is unknown.
+const MIN_INDIRECT_PHASE: Duration = Duration::from_millis(200);
+
 /// Failure-detector parameters (memberlist's LAN profile, design.md §3).
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -84,6 +92,10 @@ pub struct Config {
     pub suspicion_timeout: Duration,
     /// Lifeguard's local health multiplier cap (8).
     pub max_local_health: u32,
+    /// RTT-adaptive probe timeout and indirect phase (true): a few smoothed round trips,
+    /// with floors, capped by the two values above (see `adaptive`). False: the fixed
+    /// configured values, as in SWIM and memberlist.
+    pub rtt_adaptive: bool,
 }
 
 impl Default for Config {
@@ -99,6 +111,7 @@ impl Default for Config {
             // it; here the suspect is told directly, so one round trip with margin will do.
             suspicion_timeout: Duration::from_millis(500),
             max_local_health: 8,
+            rtt_adaptive: true,
         }
     }
 }
@@ -124,10 +137,11 @@ struct Asked {
 enum Phase {
     /// Nothing outstanding.
     Idle,
-    /// A `Ping` sent at round start `round`, awaiting its ack until `deadline`.
+    /// A `Ping` sent at `sent` for round start `round`, awaiting its ack until `deadline`.
     Probing {
         nonce: u64,
         round: Time,
+        sent: Time,
         deadline: Time,
     },
     /// Direct probe timed out; `PingReq`s sent to `asked`, waiting until `deadline`.
@@ -164,6 +178,8 @@ struct Watched {
     /// Latest evidence of life (None: none since it was watched).
     last_heard: Option<Time>,
     phase: Phase,
+    /// Smoothed round-trip time of our direct probes (None: none answered yet).
+    srtt: Option<Duration>,
 }
 
 /// A probe this node runs on behalf of a requester (the helper side of `PingReq`).
@@ -237,6 +253,7 @@ impl State {
                 info: peer,
                 last_heard: None,
                 phase: Phase::Idle,
+                srtt: None,
             },
         );
     }
@@ -274,7 +291,7 @@ impl State {
         match msg {
             SwimMsg::Ping { nonce } => out.push(OutEvent::Send(from, SwimMsg::Ack { nonce })),
             SwimMsg::Ack { nonce } => {
-                if self.direct_ack(&from, nonce) {
+                if self.direct_ack(&from, nonce, now) {
                     // Already recorded, dated to the probe's round.
                     return;
                 }
@@ -328,6 +345,16 @@ impl State {
                 .find(|h| h.target.id == *peer)
                 .map(|h| &h.target)
         })
+    }
+
+    /// The next probe round (None when watching nobody). The node runs its other periodic,
+    /// delay-tolerant work on these rounds, so that an idle node wakes about once per round.
+    pub fn next_round(&self) -> Option<Time> {
+        if self.peers.is_empty() {
+            None
+        } else {
+            self.next_round
+        }
     }
 
     /// When [`State::handle_timeout`] next has work to do (None when watching nobody).
@@ -419,6 +446,23 @@ impl State {
         }
     }
 
+    /// The largest smoothed RTT among the watched peers (None: none measured yet). It
+    /// stands in for a peer whose RTT is unknown: when the other side probes first, our
+    /// side never measures that link.
+    fn worst_srtt(&self) -> Option<Duration> {
+        if !self.config.rtt_adaptive {
+            return None;
+        }
+        self.peers.values().filter_map(|w| w.srtt).max()
+    }
+
+    /// The indirect phase, RTT-adaptive: `RTT_FACTOR` times the largest smoothed RTT among
+    /// the watched peers (a helper's path is two of our links' worth), between
+    /// `MIN_INDIRECT_PHASE` and the configured phase.
+    fn adaptive_indirect_phase(&self) -> Duration {
+        adaptive(self.worst_srtt(), self.indirect_phase(), MIN_INDIRECT_PHASE)
+    }
+
     /// How long a helper waits for the target before sending a `Nack`.
     ///
     /// Departure: memberlist's helper waits `probe_timeout`, but the requester's indirect
@@ -456,7 +500,9 @@ impl State {
         // Only at the end of time does the clock stop moving; stop rounds rather than spin.
         self.next_round = (next > now).then_some(next);
 
-        let timeout = self.scaled(self.config.probe_timeout);
+        let configured = self.config.probe_timeout;
+        let health = self.local_health;
+        let fallback = self.worst_srtt();
         let mut nonce = self.next_nonce;
         for (id, w) in self.peers.iter_mut() {
             if !matches!(w.phase, Phase::Idle) {
@@ -467,9 +513,18 @@ impl State {
                     continue; // traffic is evidence of life
                 }
             }
+            // `fallback` is None when adaptivity is off (or nothing was measured yet).
+            let rtt = if fallback.is_some() {
+                w.srtt.or(fallback)
+            } else {
+                None
+            };
+            let timeout = adaptive(rtt, configured, MIN_PROBE_TIMEOUT)
+                .saturating_mul(health.saturating_add(1));
             w.phase = Phase::Probing {
                 nonce,
                 round,
+                sent: now,
                 deadline: now + timeout,
             };
             out.push(OutEvent::Send(*id, SwimMsg::Ping { nonce }));
@@ -512,7 +567,7 @@ impl State {
                         },
                     ));
                 }
-                let deadline = now + self.scaled(self.indirect_phase());
+                let deadline = now + self.scaled(self.adaptive_indirect_phase());
                 if let Some(w) = self.peers.get_mut(&peer) {
                     w.phase = Phase::Indirect {
                         nonce,
@@ -567,10 +622,20 @@ impl State {
     }
 
     /// An ack from `from` to our own outstanding probe of it: returns whether it was one.
-    fn direct_ack(&mut self, from: &PeerId, nonce: u64) -> bool {
+    fn direct_ack(&mut self, from: &PeerId, nonce: u64, now: Time) -> bool {
         let Some(w) = self.peers.get_mut(from) else {
             return false;
         };
+        if let Phase::Probing { nonce: n, sent, .. } = w.phase {
+            if n == nonce {
+                // Only first-phase acks: in the indirect phase the ping was sent twice.
+                let sample = now.saturating_since(sent);
+                w.srtt = Some(match w.srtt {
+                    Some(s) => (s * 7 + sample) / 8,
+                    None => sample,
+                });
+            }
+        }
         match w.phase {
             Phase::Probing {
                 nonce: n, round, ..
@@ -682,6 +747,22 @@ impl State {
                 }
             }
         }
+    }
+}
+
+/// An RTT-adaptive timeout: `RTT_FACTOR` smoothed round trips, between `floor` and
+/// `configured` (`configured` when the RTT is unknown or the configuration is below the
+/// floor).
+///
+/// Departure (SWIM and memberlist use fixed timeouts): on fast links the configured 500 ms
+/// dominated detection time; a timeout of a few RTTs detects a dead neighbour several
+/// hundred ms sooner, and Lifeguard's local-health scaling still stretches it on a node
+/// that is itself slow. The suspicion timeout stays fixed, so helpers' nacks (sent after
+/// their own configured wait) still arrive before the verdict.
+fn adaptive(srtt: Option<Duration>, configured: Duration, floor: Duration) -> Duration {
+    match srtt {
+        Some(rtt) if configured > floor => rtt.saturating_mul(RTT_FACTOR).clamp(floor, configured),
+        _ => configured,
     }
 }
 
@@ -939,7 +1020,11 @@ mod tests {
                 .filter(|x| x.1 == 1 && x.2 == j)
                 .collect();
             let last = from1.last().map(|x| x.0).unwrap_or_default();
-            assert!(dead[0].saturating_since(last) < d(3_500), "observer {j}");
+            assert!(
+                dead[0].saturating_since(last) < d(3_500),
+                "observer {j}: {:?}",
+                dead[0].saturating_since(last)
+            );
             // Latest evidence of life: an ack to our probe is dated to the probe's round
             // (one round trip earlier), any other message to its arrival.
             let (evidence, was_ack) = from1
@@ -951,13 +1036,18 @@ mod tests {
                 .max()
                 .unwrap_or_default();
             let after = dead[0].saturating_since(evidence);
+            // RTT 20 ms: once measured, the adaptive probe timeout and indirect phase are at
+            // their floors (100 ms, 200 ms); the suspicion timeout is fixed (500 ms). An
+            // observer that never measured an RTT (its peers always probed first) uses the
+            // configured 500 ms + 500 ms.
             if was_ack {
-                // Probed every round: dead exactly 2I + S = 2.5 s after the answered probe.
-                assert_eq!(after, d(2_500), "observer {j}");
+                // Probed every round: dead exactly I + 0.1 + 0.2 + S = 1.8 s after the
+                // answered probe.
+                assert_eq!(after, d(1_800), "observer {j}");
                 answered_probe_cases += 1;
             } else {
-                // Known alive by its traffic: in [t + 2.5 s, t + 3.5 s).
-                assert!(after >= d(2_500) && after < d(3_500), "{j}: {after:?}");
+                // Known alive by its traffic: in [t + 1.8 s, t + 3.5 s).
+                assert!(after >= d(1_800) && after < d(3_500), "{j}: {after:?}");
             }
             assert_eq!(net.nodes[j].local_health(), 0, "nacks arrived in time");
         }
@@ -984,21 +1074,23 @@ mod tests {
                 .map(|(t, _)| *t)
                 .collect()
         };
-        // Next round probes P again (the ack did not count as fresh traffic).
+        // Next round probes P again (the ack did not count as fresh traffic). Answers came
+        // at once, so the RTT-adaptive timeouts are at their floors: probe 100 ms, indirect
+        // phase 200 ms; then the fixed suspicion timeout, 500 ms.
         let pings = at(&|e| matches!(e, OutEvent::Send(p, SwimMsg::Ping { .. }) if *p == id(0)));
         assert_eq!(
             pings,
-            vec![r + d(1_000), r + d(1_500)],
+            vec![r + d(1_000), r + d(1_100)],
             "probe, then re-sent"
         );
         let reqs = at(
             &|e| matches!(e, OutEvent::Send(_, SwimMsg::PingReq { target, .. }) if target.id == id(0)),
         );
-        assert_eq!(reqs, vec![r + d(1_500); 3]);
+        assert_eq!(reqs, vec![r + d(1_100); 3]);
         let sus = at(&|e| *e == OutEvent::Send(id(0), SwimMsg::Suspect));
-        assert_eq!(sus, vec![r + d(2_000)]);
+        assert_eq!(sus, vec![r + d(1_300)]);
         let dead = at(&|e| *e == OutEvent::PeerDead(id(0)));
-        assert_eq!(dead, vec![r + d(2_500)]);
+        assert_eq!(dead, vec![r + d(1_800)]);
         assert_eq!(s.local_health(), 0);
     }
 
@@ -1223,7 +1315,12 @@ mod tests {
 
     #[test]
     fn missed_nacks_raise_health_and_stretch_timeouts_and_acks_lower_it() {
-        let mut s = State::new(Config::default(), 9);
+        // Fixed timeouts, so the Lifeguard timeline is SWIM's.
+        let config = Config {
+            rtt_adaptive: false,
+            ..Config::default()
+        };
+        let mut s = State::new(config, 9);
         for i in 0..4 {
             s.watch(info(i), ms(0)); // P = 0, helpers 1..3
         }
