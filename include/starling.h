@@ -70,6 +70,12 @@
 #define STARLING_CONTACT_SIZE 160
 
 /**
+ * Buffer size that always holds a credential in text form (`"starling-credential-v1
+ * <hex>"`, for the longest network id) with its terminating NUL.
+ */
+#define STARLING_CREDENTIAL_TEXT_SIZE 700
+
+/**
  * The result of every fallible call. The numbers are stable and never reused; new codes
  * may be added, so treat unknown values as failures. `starling_result_name` gives a
  * code's name and `starling_last_error_message` the details of the last failure on the
@@ -148,6 +154,11 @@ enum starling_result
    * An error this version of the C API has no code for (details in the message).
    */
   STARLING_RESULT_INTERNAL = 15,
+  /**
+   * The call would wait for the thread it is made on, so it was refused: a node call
+   * from inside an admission hook (see `starling_admission`).
+   */
+  STARLING_RESULT_WOULD_DEADLOCK = 16,
   /**
    * A panic inside the library was caught at the API boundary. The call had no effect
    * that can be relied on; the process is not aborted.
@@ -272,6 +283,45 @@ typedef struct starling_online_list starling_online_list;
 typedef struct starling_subscription starling_subscription;
 
 /**
+ * The admission hook: the host's allow/deny decision on a peer's identity.
+ * `starling_config_set_admission` copies the struct.
+ *
+ * When it is called: for every inbound connection, after the QUIC handshake proved the
+ * peer's key, and for every outbound connection, before the dial and again after its
+ * handshake. A peer it refuses is disconnected (or not dialled) and counted in
+ * `starling_stats.refused_admission_hook`.
+ *
+ * Threading: `allow` runs on the node's network threads (named `starling-node`), possibly
+ * on several at once when several nodes were started from one config, and the node
+ * handles no network traffic while it runs: it must be quick and must not block (look
+ * the peer up in memory; do not do I/O or wait for locks held across slow work). From
+ * inside `allow`, do not call `starling_node_*` (any node) or `starling_subscription_*`:
+ * the calls that need a node fail at once with `STARLING_RESULT_WOULD_DEADLOCK` (they
+ * would wait for the thread they run on), and `starling_node_free` is ignored.
+ */
+typedef struct starling_admission {
+  /**
+   * Passed unchanged as the first argument of both callbacks.
+   */
+  void *userdata;
+  /**
+   * Required. Returns true to admit the peer whose 32-byte id `peer_id` points to
+   * (valid only during the call), false to refuse it.
+   */
+  bool (*allow)(void*, const uint8_t*);
+  /**
+   * Optional (may be NULL). Called exactly once, after the last call of `allow`, when
+   * neither the config nor any node started from it needs the hook any more: inside
+   * `starling_config_free` (or a later `starling_config_set_admission` /
+   * `starling_config_set_allowlist` that replaces it) or `starling_node_free` /
+   * `starling_node_shutdown`, whichever drops the last reference, possibly on one of
+   * the node's network threads while that call waits for them. Release `userdata`
+   * here. Not called if `starling_config_set_admission` fails.
+   */
+  void (*release)(void*);
+} starling_admission;
+
+/**
  * One log record, valid only during the callback.
  */
 typedef struct starling_log_record {
@@ -371,6 +421,30 @@ typedef struct starling_stats {
    * frames, failed dials, rejected peers).
    */
   uint64_t dropped;
+  /**
+   * Connections refused, all reasons together (the admission hook, a missing or
+   * invalid private-network credential, a peer kept out after breaking the protocol,
+   * the connection limit). Each refusal is also logged with its reason.
+   */
+  uint64_t refused;
+  /**
+   * Connections refused by the admission hook or allowlist (part of `refused`).
+   */
+  uint64_t refused_admission_hook;
+  /**
+   * Connections refused for their private-network credential: missing, expired, made
+   * for another peer or network, signed by another authority, bad (part of `refused`).
+   */
+  uint64_t refused_credential;
+  /**
+   * Peers disconnected and kept out for breaking the protocol (malformed or oversized
+   * frames, bad signatures, exceeding a rate), all reasons together.
+   */
+  uint64_t cut_off;
+  /**
+   * Peers currently kept out (their back-off is running).
+   */
+  uint64_t banned;
 } starling_stats;
 
 /**
@@ -561,6 +635,90 @@ size_t starling_last_error_length(void);
 starling_result starling_topic_id(const uint8_t *name, size_t name_len, uint8_t *out);
 
 /**
+ * Sets the admission hook of nodes started from this config (replacing an earlier hook
+ * or allowlist, whose `release` then runs unless a node still uses it). `*admission` is
+ * copied; see `starling_admission` for when and on which threads its callbacks run and
+ * what they may do. Without a hook every peer the network admits is accepted.
+ *
+ * Errors: `NULL_PARAMETER` (`config`, `admission` or `admission->allow` NULL; then
+ * `release` is not called and `userdata` remains the caller's).
+ */
+starling_result starling_config_set_admission(struct starling_config *config,
+                                              const struct starling_admission *admission);
+
+/**
+ * Admits exactly the `count` peers whose 32-byte ids lie one after another at
+ * `peer_ids` (`count * 32` bytes, copied) and refuses everyone else; `count` 0 refuses
+ * every peer. Replaces an earlier hook or allowlist (see `starling_config_set_admission`).
+ *
+ * Errors: `NULL_PARAMETER` (`config` NULL, or `peer_ids` NULL with `count` above 0),
+ * `INVALID_ARGUMENT` (`count * 32` overflows).
+ */
+starling_result starling_config_set_allowlist(struct starling_config *config,
+                                              const uint8_t *peer_ids,
+                                              size_t count);
+
+/**
+ * Makes nodes started from this config members of a private network: they show
+ * `credential` to every peer right after the handshake and refuse peers without a valid
+ * credential from the same authority (counted in `starling_stats.refused_credential`).
+ * `authority` points to the network authority's 32-byte public key; `credential` is this
+ * node's credential in text form, NUL-terminated (`"starling-credential-v1 <hex>"`, one
+ * line, surrounding whitespace ignored: what `starling authority issue` writes and
+ * `starling_credential_issue` returns).
+ *
+ * Checked here: the form, that `authority` signed it (signature verified), and that it
+ * has not expired. Checked by `starling_node_start`, which fails with
+ * `STARLING_RESULT_INVALID_CONFIG` and says which: that the credential was issued for
+ * the node's identity key (set it with `starling_config_set_identity_seed` or
+ * `_identity_file`; a generated identity never matches) and for the config's network id.
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_ARGUMENT` (not a credential, not UTF-8, signed by
+ * another authority, bad signature, expired).
+ */
+starling_result starling_config_set_private_network(struct starling_config *config,
+                                                    const uint8_t *authority,
+                                                    const char *credential);
+
+/**
+ * As `starling_config_set_private_network`, with the authority's public key as 64 hex
+ * digits, NUL-terminated (what `starling authority new` prints).
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_ARGUMENT` (the key is not 64 hex digits, and as
+ * `starling_config_set_private_network`).
+ */
+starling_result starling_config_set_private_network_hex(struct starling_config *config,
+                                                        const char *authority_hex,
+                                                        const char *credential);
+
+/**
+ * Writes to `out` (room for 32 bytes) the public key (the peer id) that belongs to the
+ * 32-byte secret `seed`: the id of a node started with
+ * `starling_config_set_identity_seed(seed)`, or an authority's public key.
+ * Errors: `NULL_PARAMETER`.
+ */
+starling_result starling_public_key(const uint8_t *seed, uint8_t *out);
+
+/**
+ * Issues a private-network credential, as the network authority: signs with the
+ * authority's 32-byte secret `authority_seed` (keep it off the nodes) a credential
+ * admitting the peer `peer_id` (32 bytes) to the network `network_id` (NUL-terminated,
+ * 1 to 200 bytes) until `expires_unix` (seconds since the Unix epoch). Writes its text
+ * form and a NUL to `buf` (`STARLING_CREDENTIAL_TEXT_SIZE` always suffices); `*written`
+ * (if not NULL) gets its length.
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_ARGUMENT` (network id empty, too long or not UTF-8),
+ * `BUFFER_TOO_SMALL`.
+ */
+starling_result starling_credential_issue(const uint8_t *authority_seed,
+                                          const uint8_t *peer_id,
+                                          const char *network_id,
+                                          uint64_t expires_unix,
+                                          char *buf,
+                                          size_t len,
+                                          size_t *written);
+
+/**
  * Creates a config with the defaults: bind `0.0.0.0:0`, no bootstrap peers, a freshly
  * generated identity, network id `"starling"`, 64 KiB payloads, 60 s presence TTL,
  * 2 worker threads, 1,024 items per subscription queue, 512 connections.
@@ -708,7 +866,7 @@ starling_result starling_node_start(const struct starling_config *config,
  * `starling_node_local_addr` and `starling_node_contact` fails with
  * `STARLING_RESULT_CLOSED`. Calling it again is a no-op that succeeds.
  *
- * Errors: `NULL_PARAMETER`.
+ * Errors: `NULL_PARAMETER`, `WOULD_DEADLOCK` (called from inside an admission hook).
  */
 starling_result starling_node_shutdown(const struct starling_node *node);
 
@@ -716,7 +874,8 @@ starling_result starling_node_shutdown(const struct starling_node *node);
  * Shuts the node down (as `starling_node_shutdown`) if it is still running, and frees
  * it. NULL is a no-op. No other call on this node may run concurrently or follow;
  * subscriptions of the node are stopped but must still be freed with
- * `starling_subscription_free` (before or after this).
+ * `starling_subscription_free` (before or after this). Ignored when called from inside
+ * an admission hook (the node is waiting for the hook to return).
  */
 void starling_node_free(struct starling_node *node);
 

@@ -1,7 +1,10 @@
 /* In-process tests of the C API: every documented misuse gives its documented code,
  * out-parameters are untouched on failure, and the callback rules hold (publish from
  * inside a callback, free while callbacks run, free from inside a callback, release
- * exactly once, node free stops subscriptions, logging).
+ * exactly once, node free stops subscriptions, logging); admission: a C hook and an
+ * allowlist refuse and admit peers, the hook is released exactly once, node calls from
+ * inside it fail at once, private-network credentials are checked, members connect and an
+ * outsider is refused.
  *
  *   test_api            run every test
  *   test_api --version  print STARLING_VERSION_STRING (compared with Cargo.toml by
@@ -44,6 +47,7 @@ static void test_versions(void) {
     ASSERT(STARLING_RESULT_OK == 0 && STARLING_RESULT_NULL_PARAMETER == 1 &&
                STARLING_RESULT_INVALID_TOPIC == 3 && STARLING_RESULT_PAYLOAD_TOO_LARGE == 9 &&
                STARLING_RESULT_CLOSED == 12 && STARLING_RESULT_BUFFER_TOO_SMALL == 14 &&
+               STARLING_RESULT_WOULD_DEADLOCK == 16 &&
                STARLING_RESULT_PANIC == 100,
            "result numbers changed");
 }
@@ -427,6 +431,308 @@ static void test_callbacks(void) {
     state_destroy(&selfree);
 }
 
+/* ------------------------------------------------------------- admission */
+
+/* An admission hook's state: only `admit` is admitted; `probe` is called from inside the
+ * hook to check that node calls there fail at once. */
+typedef struct {
+    pthread_mutex_t mu;
+    uint8_t admit[32];
+    uint8_t last_refused[32];
+    _Atomic(starling_node *) probe;
+    starling_result probe_result; /* 0 until probed */
+    int calls;
+    int refusals;
+    int releases;
+} hook_state;
+
+static bool hook_allow(void *ud, const uint8_t *peer) {
+    hook_state *h = ud;
+    starling_node *probe = atomic_load(&h->probe);
+    starling_result r = STARLING_RESULT_OK;
+    if (probe) {
+        starling_stats st;
+        r = starling_node_stats(probe, &st);
+    }
+    pthread_mutex_lock(&h->mu);
+    h->calls++;
+    if (probe) h->probe_result = r;
+    bool ok = memcmp(peer, h->admit, 32) == 0;
+    if (!ok) {
+        h->refusals++;
+        memcpy(h->last_refused, peer, 32);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return ok;
+}
+
+static void hook_release(void *ud) {
+    hook_state *h = ud;
+    pthread_mutex_lock(&h->mu);
+    h->releases++;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void hook_init(hook_state *h) {
+    memset(h, 0, sizeof *h);
+    pthread_mutex_init(&h->mu, NULL);
+}
+
+static int hook_releases(hook_state *h) {
+    pthread_mutex_lock(&h->mu);
+    int v = h->releases;
+    pthread_mutex_unlock(&h->mu);
+    return v;
+}
+
+static starling_config *loopback_config(const char *network, const uint8_t *seed) {
+    starling_config *cfg = NULL;
+    OK(starling_config_new(&cfg));
+    OK(starling_config_set_bind(cfg, "127.0.0.1:0"));
+    OK(starling_config_set_network_id(cfg, network));
+    OK(starling_config_set_worker_threads(cfg, 1));
+    if (seed) OK(starling_config_set_identity_seed(cfg, seed));
+    return cfg;
+}
+
+static starling_node *start_and_free(starling_config *cfg) {
+    starling_node *node = NULL;
+    OK(starling_node_start(cfg, &node));
+    starling_config_free(cfg);
+    return node;
+}
+
+/* Waits until `field` of the node's stats is at least `at_least`; returns the stats. */
+#define WAIT_STAT(node, field, at_least, what)                                             \
+    do {                                                                                   \
+        double end_ = now_s() + deadline_s();                                              \
+        starling_stats st_;                                                                \
+        for (;;) {                                                                         \
+            OK(starling_node_stats((node), &st_));                                         \
+            if (st_.field >= (uint64_t)(at_least)) break;                                  \
+            ASSERT(now_s() < end_, "timeout after %.0f s: %s: " #field " is %llu",        \
+                   deadline_s(), (what), (unsigned long long)st_.field);                   \
+            sleep_ms(50);                                                                  \
+        }                                                                                  \
+    } while (0)
+
+static void contact_of(starling_node *n, char *buf) {
+    OK(starling_node_contact(n, buf, STARLING_CONTACT_SIZE, NULL));
+}
+
+static void test_admission_misuse(void) {
+    hook_state h;
+    hook_init(&h);
+    starling_admission adm = {.userdata = &h, .allow = hook_allow, .release = hook_release};
+    starling_config *cfg = NULL;
+    OK(starling_config_new(&cfg));
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_config_set_admission(NULL, &adm));
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_config_set_admission(cfg, NULL));
+    starling_admission no_allow = {.userdata = &h, .allow = NULL, .release = hook_release};
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_config_set_admission(cfg, &no_allow));
+    ASSERT(strstr(last_error(), "allow") != NULL, "message names allow: %s", last_error());
+    ASSERT(hook_releases(&h) == 0, "release called for a hook that was not set");
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_config_set_allowlist(cfg, NULL, 1));
+    EXPECT(STARLING_RESULT_INVALID_ARGUMENT, starling_config_set_allowlist(cfg, (const uint8_t *)"x", SIZE_MAX));
+
+    /* Replacing a hook releases it at once (no node uses it); freeing the config releases
+     * the new one. */
+    OK(starling_config_set_admission(cfg, &adm));
+    ASSERT(hook_releases(&h) == 0, "released while set");
+    hook_state h2;
+    hook_init(&h2);
+    starling_admission adm2 = {.userdata = &h2, .allow = hook_allow, .release = hook_release};
+    OK(starling_config_set_admission(cfg, &adm2));
+    ASSERT(hook_releases(&h) == 1, "replaced hook released %d times", hook_releases(&h));
+    OK(starling_config_set_allowlist(cfg, NULL, 0)); /* replaces adm2: deny everyone */
+    ASSERT(hook_releases(&h2) == 1, "hook replaced by an allowlist released %d times",
+           hook_releases(&h2));
+
+    /* Two nodes started from one config, freed before the config: released once, when
+     * the config goes. */
+    hook_state h3;
+    hook_init(&h3);
+    starling_admission adm3 = {.userdata = &h3, .allow = hook_allow, .release = hook_release};
+    OK(starling_config_set_admission(cfg, &adm3));
+    OK(starling_config_set_bind(cfg, "127.0.0.1:0"));
+    OK(starling_config_set_worker_threads(cfg, 1));
+    starling_node *n1 = NULL, *n2 = NULL;
+    OK(starling_node_start(cfg, &n1));
+    OK(starling_node_start(cfg, &n2));
+    starling_node_free(n1);
+    starling_node_free(n2);
+    ASSERT(hook_releases(&h3) == 0, "released while the config holds it");
+    starling_config_free(cfg);
+    ASSERT(hook_releases(&h3) == 1, "released %d times after config free", hook_releases(&h3));
+    ASSERT(hook_releases(&h) == 1 && hook_releases(&h2) == 1, "earlier hooks released once");
+
+    /* Private networks: what the setter checks. */
+    uint8_t auth_seed[32], other_seed[32], peer_seed[32], auth_pub[32], peer_id[32];
+    memset(auth_seed, 0xA1, 32);
+    memset(other_seed, 0xA2, 32);
+    memset(peer_seed, 0x51, 32);
+    OK(starling_public_key(auth_seed, auth_pub));
+    OK(starling_public_key(peer_seed, peer_id));
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_public_key(NULL, auth_pub));
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_public_key(auth_seed, NULL));
+    char cred[STARLING_CREDENTIAL_TEXT_SIZE], foreign[STARLING_CREDENTIAL_TEXT_SIZE],
+        expired[STARLING_CREDENTIAL_TEXT_SIZE], small[16];
+    const uint64_t far = 4102444800u; /* 2100-01-01 */
+    size_t written = 0;
+    OK(starling_credential_issue(auth_seed, peer_id, "net-a", far, cred, sizeof cred, &written));
+    ASSERT(written == strlen(cred) && strncmp(cred, "starling-credential-v1 ", 23) == 0, "%s", cred);
+    EXPECT(STARLING_RESULT_BUFFER_TOO_SMALL,
+           starling_credential_issue(auth_seed, peer_id, "net-a", far, small, sizeof small, NULL));
+    EXPECT(STARLING_RESULT_INVALID_ARGUMENT,
+           starling_credential_issue(auth_seed, peer_id, "", far, cred, sizeof cred, NULL));
+    EXPECT(STARLING_RESULT_NULL_PARAMETER,
+           starling_credential_issue(NULL, peer_id, "net-a", far, cred, sizeof cred, NULL));
+    OK(starling_credential_issue(other_seed, peer_id, "net-a", far, foreign, sizeof foreign, NULL));
+    OK(starling_credential_issue(auth_seed, peer_id, "net-a", 1, expired, sizeof expired, NULL));
+
+    OK(starling_config_new(&cfg));
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_config_set_private_network(NULL, auth_pub, cred));
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_config_set_private_network(cfg, NULL, cred));
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_config_set_private_network(cfg, auth_pub, NULL));
+    EXPECT(STARLING_RESULT_INVALID_ARGUMENT, starling_config_set_private_network(cfg, auth_pub, "hello"));
+    EXPECT(STARLING_RESULT_INVALID_ARGUMENT,
+           starling_config_set_private_network(cfg, auth_pub, "starling-credential-v1 zz"));
+    EXPECT(STARLING_RESULT_INVALID_ARGUMENT, starling_config_set_private_network(cfg, auth_pub, foreign));
+    ASSERT(strstr(last_error(), "authority") != NULL, "message: %s", last_error());
+    EXPECT(STARLING_RESULT_INVALID_ARGUMENT, starling_config_set_private_network(cfg, auth_pub, expired));
+    ASSERT(strstr(last_error(), "expired") != NULL, "message: %s", last_error());
+    char cred_tampered[STARLING_CREDENTIAL_TEXT_SIZE];
+    strcpy(cred_tampered, cred);
+    size_t last = strlen(cred_tampered) - 1;
+    cred_tampered[last] = cred_tampered[last] == '0' ? '1' : '0'; /* a signature byte */
+    EXPECT(STARLING_RESULT_INVALID_ARGUMENT, starling_config_set_private_network(cfg, auth_pub, cred_tampered));
+    EXPECT(STARLING_RESULT_INVALID_ARGUMENT, starling_config_set_private_network_hex(cfg, "abc", cred));
+    EXPECT(STARLING_RESULT_NULL_PARAMETER, starling_config_set_private_network_hex(cfg, NULL, cred));
+
+    /* What start checks: the credential is for this node's key and network id. */
+    OK(starling_config_set_bind(cfg, "127.0.0.1:0"));
+    OK(starling_config_set_private_network(cfg, auth_pub, cred));
+    starling_node *node = (starling_node *)0x1;
+    EXPECT(STARLING_RESULT_INVALID_CONFIG, starling_node_start(cfg, &node)); /* generated key */
+    ASSERT(strstr(last_error(), "peer") != NULL, "message: %s", last_error());
+    OK(starling_config_set_identity_seed(cfg, peer_seed));
+    EXPECT(STARLING_RESULT_INVALID_CONFIG, starling_node_start(cfg, &node)); /* network id */
+    ASSERT(strstr(last_error(), "network") != NULL, "message: %s", last_error());
+    ASSERT(node == (starling_node *)0x1, "out-param written on failure");
+    starling_config_free(cfg);
+    pthread_mutex_destroy(&h.mu);
+    pthread_mutex_destroy(&h2.mu);
+    pthread_mutex_destroy(&h3.mu);
+}
+
+static void test_admission_hook(void) {
+    const char *net = "starling-c-admission";
+    uint8_t seed_b[32], id_b[32], id_d[32];
+    memset(seed_b, 0xB0, 32);
+    OK(starling_public_key(seed_b, id_b));
+
+    /* a admits only b, through a C hook that also probes a node call from inside. */
+    hook_state h;
+    hook_init(&h);
+    memcpy(h.admit, id_b, 32);
+    starling_admission adm = {.userdata = &h, .allow = hook_allow, .release = hook_release};
+    starling_config *cfg = loopback_config(net, NULL);
+    OK(starling_config_set_admission(cfg, &adm));
+    starling_node *a = NULL;
+    OK(starling_node_start(cfg, &a));
+    starling_config_free(cfg);
+    ASSERT(hook_releases(&h) == 0, "released while the node uses it");
+    atomic_store(&h.probe, a);
+    char contact_a[STARLING_CONTACT_SIZE];
+    contact_of(a, contact_a);
+
+    /* e admits an allowlist of two peers: some other id and b. */
+    uint8_t list[64];
+    memset(list, 0xEE, 32);
+    memcpy(list + 32, id_b, 32);
+    cfg = loopback_config(net, NULL);
+    OK(starling_config_set_allowlist(cfg, list, 2));
+    starling_node *e = start_and_free(cfg);
+    char contact_e[STARLING_CONTACT_SIZE];
+    contact_of(e, contact_e);
+
+    /* d is refused by both. */
+    starling_node *d = start_and_free(loopback_config(net, NULL));
+    OK(starling_node_id(d, id_d));
+    OK(starling_node_join(d, contact_a));
+    OK(starling_node_join(d, contact_e));
+    WAIT_STAT(a, refused_admission_hook, 1, "a refuses d");
+    WAIT_STAT(e, refused_admission_hook, 1, "e refuses d");
+    pthread_mutex_lock(&h.mu);
+    ASSERT(memcmp(h.last_refused, id_d, 32) == 0, "the hook was asked about d");
+    ASSERT(h.probe_result == STARLING_RESULT_WOULD_DEADLOCK,
+           "a node call inside the hook gave %s", starling_result_name(h.probe_result));
+    pthread_mutex_unlock(&h.mu);
+    starling_stats st;
+    OK(starling_node_stats(a, &st));
+    ASSERT(st.refused >= st.refused_admission_hook && st.neighbors == 0,
+           "a: refused %llu, neighbours %llu", (unsigned long long)st.refused,
+           (unsigned long long)st.neighbors);
+
+    /* b is admitted by both. */
+    starling_node *b = start_and_free(loopback_config(net, seed_b));
+    OK(starling_node_join(b, contact_a));
+    OK(starling_node_join(b, contact_e));
+    WAIT_STAT(a, neighbors, 1, "a admits b");
+    WAIT_STAT(e, neighbors, 1, "e admits b");
+    WAIT_STAT(b, neighbors, 2, "b is a neighbour of a and e");
+
+    starling_node_free(d);
+    starling_node_free(b);
+    starling_node_free(e);
+    ASSERT(hook_releases(&h) == 0, "released while a runs");
+    starling_node_free(a); /* the last reference: the config was freed first */
+    ASSERT(hook_releases(&h) == 1, "released %d times after the node", hook_releases(&h));
+    pthread_mutex_destroy(&h.mu);
+}
+
+static void test_private_network(void) {
+    const char *net = "starling-c-private";
+    uint8_t auth_seed[32], auth_pub[32], s1[32], s2[32], id1[32], id2[32];
+    memset(auth_seed, 0xC1, 32);
+    memset(s1, 0xC2, 32);
+    memset(s2, 0xC3, 32);
+    OK(starling_public_key(auth_seed, auth_pub));
+    OK(starling_public_key(s1, id1));
+    OK(starling_public_key(s2, id2));
+    char auth_hex[STARLING_PEER_ID_HEX_SIZE];
+    for (int i = 0; i < 32; i++) snprintf(auth_hex + 2 * i, 3, "%02x", auth_pub[i]);
+    char c1[STARLING_CREDENTIAL_TEXT_SIZE], c2[STARLING_CREDENTIAL_TEXT_SIZE];
+    const uint64_t far = 4102444800u;
+    OK(starling_credential_issue(auth_seed, id1, net, far, c1, sizeof c1, NULL));
+    OK(starling_credential_issue(auth_seed, id2, net, far, c2, sizeof c2, NULL));
+
+    starling_config *cfg = loopback_config(net, s1);
+    OK(starling_config_set_private_network(cfg, auth_pub, c1));
+    starling_node *m1 = start_and_free(cfg);
+    char contact1[STARLING_CONTACT_SIZE];
+    contact_of(m1, contact1);
+    cfg = loopback_config(net, s2);
+    OK(starling_config_set_private_network_hex(cfg, auth_hex, c2));
+    OK(starling_config_add_bootstrap(cfg, contact1));
+    starling_node *m2 = start_and_free(cfg);
+    WAIT_STAT(m1, neighbors, 1, "the members connect");
+    WAIT_STAT(m2, neighbors, 1, "the members connect");
+
+    /* An outsider on the same network id, without a credential, is refused. */
+    starling_node *out = start_and_free(loopback_config(net, NULL));
+    OK(starling_node_join(out, contact1));
+    WAIT_STAT(m1, refused_credential, 1, "m1 refuses the outsider");
+    starling_stats st;
+    OK(starling_node_stats(m1, &st));
+    ASSERT(st.neighbors == 1 && st.refused >= st.refused_credential,
+           "m1: neighbours %llu, refused %llu", (unsigned long long)st.neighbors,
+           (unsigned long long)st.refused);
+    starling_node_free(out);
+    starling_node_free(m2);
+    starling_node_free(m1);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--version") == 0) {
         printf("%s\n", STARLING_VERSION_STRING);
@@ -436,6 +742,9 @@ int main(int argc, char **argv) {
     test_config_misuse();
     test_node_misuse();
     test_callbacks();
+    test_admission_misuse();
+    test_admission_hook();
+    test_private_network();
     printf("test_api: all passed\n");
     return 0;
 }

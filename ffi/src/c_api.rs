@@ -18,11 +18,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use starling_core::node::Error as NodeError;
 use starling_core::wire::TopicId;
 
+mod admission;
 mod config;
 mod logger;
 mod node;
 mod subscription;
 
+pub use admission::*;
 pub use config::*;
 pub use logger::*;
 pub use node::*;
@@ -87,6 +89,9 @@ pub enum starling_result {
     BufferTooSmall = 14,
     /// An error this version of the C API has no code for (details in the message).
     Internal = 15,
+    /// The call would wait for the thread it is made on, so it was refused: a node call
+    /// from inside an admission hook (see `starling_admission`).
+    WouldDeadlock = 16,
     /// A panic inside the library was caught at the API boundary. The call had no effect
     /// that can be relied on; the process is not aborted.
     Panic = 100,
@@ -295,6 +300,7 @@ pub extern "C" fn starling_result_name(code: u32) -> *const c_char {
         13 => "STARLING_RESULT_TIMEOUT\0",
         14 => "STARLING_RESULT_BUFFER_TOO_SMALL\0",
         15 => "STARLING_RESULT_INTERNAL\0",
+        16 => "STARLING_RESULT_WOULD_DEADLOCK\0",
         100 => "STARLING_RESULT_PANIC\0",
         _ => "STARLING_RESULT_UNKNOWN\0",
     };
@@ -393,6 +399,7 @@ mod tests {
             starling_result::Timeout,
             starling_result::BufferTooSmall,
             starling_result::Internal,
+            starling_result::WouldDeadlock,
             starling_result::Panic,
         ] {
             // SAFETY: static NUL-terminated string.

@@ -52,7 +52,7 @@ pub(crate) fn check_peer(input: &str) -> Result<(), Fail> {
 }
 
 /// Runs `f` on the config behind `config` (checked for NULL).
-fn with_config(
+pub(crate) fn with_config(
     config: *mut starling_config,
     f: impl FnOnce(&mut Config) -> Result<(), Fail>,
 ) -> starling_result {

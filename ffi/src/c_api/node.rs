@@ -7,6 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use starling_core::node::{Node, PresenceEntry};
 
+use super::admission::{in_admission_hook, not_in_admission_hook};
 use super::config::{check_peer, starling_config};
 use super::subscription::SubShared;
 use super::{boundary, boundary_or, bytes, cstr, need, starling_result, topic, write_str, Fail};
@@ -24,8 +25,10 @@ pub struct starling_node {
 }
 
 impl starling_node {
-    /// The node, or `Closed` once shut down.
+    /// The node, or `Closed` once shut down (`WouldDeadlock` inside an admission hook,
+    /// where a call to the node would wait for the thread it runs on).
     pub(crate) fn open(&self) -> Result<&Node, Fail> {
+        not_in_admission_hook()?;
         if self.closed.load(Ordering::Acquire) {
             Err(Fail::new(starling_result::Closed, "the node is shut down"))
         } else {
@@ -97,6 +100,20 @@ pub struct starling_stats {
     /// Everything dropped, all reasons together (full queues, a lagging subscriber, bad
     /// frames, failed dials, rejected peers).
     pub dropped: u64,
+    /// Connections refused, all reasons together (the admission hook, a missing or
+    /// invalid private-network credential, a peer kept out after breaking the protocol,
+    /// the connection limit). Each refusal is also logged with its reason.
+    pub refused: u64,
+    /// Connections refused by the admission hook or allowlist (part of `refused`).
+    pub refused_admission_hook: u64,
+    /// Connections refused for their private-network credential: missing, expired, made
+    /// for another peer or network, signed by another authority, bad (part of `refused`).
+    pub refused_credential: u64,
+    /// Peers disconnected and kept out for breaking the protocol (malformed or oversized
+    /// frames, bad signatures, exceeding a rate), all reasons together.
+    pub cut_off: u64,
+    /// Peers currently kept out (their back-off is running).
+    pub banned: u64,
 }
 
 /// Starts a node with the settings of `config` (which is copied: free it whenever you
@@ -136,12 +153,13 @@ pub extern "C" fn starling_node_start(
 /// `starling_node_local_addr` and `starling_node_contact` fails with
 /// `STARLING_RESULT_CLOSED`. Calling it again is a no-op that succeeds.
 ///
-/// Errors: `NULL_PARAMETER`.
+/// Errors: `NULL_PARAMETER`, `WOULD_DEADLOCK` (called from inside an admission hook).
 #[no_mangle]
 pub extern "C" fn starling_node_shutdown(node: *const starling_node) -> starling_result {
     boundary(|| {
         // SAFETY: documented contract.
         let node = unsafe { node_ref(node) }?;
+        not_in_admission_hook()?;
         node.shutdown();
         Ok(())
     })
@@ -150,11 +168,14 @@ pub extern "C" fn starling_node_shutdown(node: *const starling_node) -> starling
 /// Shuts the node down (as `starling_node_shutdown`) if it is still running, and frees
 /// it. NULL is a no-op. No other call on this node may run concurrently or follow;
 /// subscriptions of the node are stopped but must still be freed with
-/// `starling_subscription_free` (before or after this).
+/// `starling_subscription_free` (before or after this). Ignored when called from inside
+/// an admission hook (the node is waiting for the hook to return).
 #[no_mangle]
 pub extern "C" fn starling_node_free(node: *mut starling_node) {
     boundary_or((), || {
-        if node.is_null() {
+        // Inside an admission hook the node is waiting for the caller: ignored
+        // (documented), rather than a deadlock.
+        if node.is_null() || in_admission_hook() {
             return;
         }
         // SAFETY: from starling_node_start, freed once (documented contract).
@@ -334,6 +355,10 @@ pub extern "C" fn starling_node_clear_presence(
     })
 }
 
+fn sum<'a>(values: impl Iterator<Item = &'a u64>) -> u64 {
+    values.fold(0u64, |a, b| a.saturating_add(*b))
+}
+
 /// Writes the counters of the node to `*out`.
 /// Errors: `NULL_PARAMETER`, `CLOSED`, `TIMEOUT`.
 #[no_mangle]
@@ -357,7 +382,16 @@ pub extern "C" fn starling_node_stats(
             timer_wakeups: s.timer_wakeups,
             published: s.published,
             delivered: s.delivered,
-            dropped: s.drops.values().fold(0u64, |a, b| a.saturating_add(*b)),
+            dropped: sum(s.drops.values()),
+            refused: sum(s.refused.values()),
+            refused_admission_hook: s.refused.get("admission_hook").copied().unwrap_or(0),
+            refused_credential: sum(s
+                .refused
+                .iter()
+                .filter(|(k, _)| k.starts_with("credential_"))
+                .map(|(_, v)| v)),
+            cut_off: sum(s.cut_off.values()),
+            banned: s.banned as u64,
         };
         // SAFETY: non-NULL, writable.
         unsafe { *out = stats };
