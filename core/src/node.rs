@@ -375,6 +375,9 @@ pub struct Stats {
     /// Things dropped, by reason (`send_queue_full` (payload queue), `control_queue_full`, `subscriber_lagged`, `bad_frame`,
     /// `dial_failed`, `rejected_<why>`, …).
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Peers this node's failure detector declared dead (a live peer counted here is a
+    /// false failure detection).
+    pub declared_dead: u64,
 }
 
 /// Why a read from a [`Subscription`] or [`Events`] returned nothing.

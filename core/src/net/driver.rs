@@ -558,6 +558,7 @@ impl Driver {
             published: c.published,
             delivered: c.delivered,
             drops,
+            declared_dead: c.declared_dead,
         }
     }
 
