@@ -20,6 +20,8 @@
 //!   growth per node, actor timer wake-ups and thread context switches per second.
 //!
 //! A figure that cannot be measured is printed as null, never guessed.
+//!
+//! `--suite faults` (loss, latency, partitions): see `faults.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +34,8 @@ use starling_core::net::verify::FastVerify;
 use starling_core::node::{Item, NetEvent, Node, PresenceChange, Subscription};
 use starling_core::proto::Verify;
 use starling_core::wire::{Broadcast, SignedMessage, TopicId};
+
+mod faults;
 
 struct Args {
     nodes: usize,
@@ -620,6 +624,10 @@ fn idle_workload(args: &Args) -> Value {
 }
 
 fn main() {
+    // `--suite faults` (fault injection) parses its own arguments: bench/src/faults.rs.
+    if let Some(code) = faults::main_if_selected() {
+        std::process::exit(code);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -427,6 +427,9 @@ pub struct Stats {
     pub address_book: usize,
     /// Frames waiting for dials to finish (at most 256 per peer).
     pub pending_frames: usize,
+    /// Peers this node's failure detector declared dead (a live peer counted here is a
+    /// false failure detection).
+    pub declared_dead: u64,
 }
 
 /// Why a read from a [`Subscription`] or [`Events`] returned nothing.

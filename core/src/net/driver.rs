@@ -693,6 +693,7 @@ impl Driver {
             tables: self.state.table_sizes(),
             address_book: self.book.len(),
             pending_frames: self.peers.values().map(|s| s.pending.len()).sum(),
+            declared_dead: c.declared_dead,
         }
     }
 

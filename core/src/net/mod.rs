@@ -6,6 +6,8 @@
 //! - `driver` (internal): the actor that owns the protocol state and drives it over the
 //!   transport; `queue` (internal): the bounded queues to the application. The public
 //!   face of both is [`crate::node`].
+//! - [`fault`]: fault injection (loss, latency, partitions) for tests and benchmarks, off
+//!   by default.
 //! - [`verify`]: the node's signature checker (the wire's verdicts at about half the cost).
 //!
 //! The simulator builds without this module (`--no-default-features`), so nothing in
@@ -13,6 +15,7 @@
 
 pub mod addr;
 pub(crate) mod driver;
+pub mod fault;
 pub(crate) mod queue;
 pub mod transport;
 pub mod verify;

@@ -273,6 +273,9 @@ pub struct TransportOptions {
     /// A connection with nothing heard for this long is dropped (default 30 s; must be
     /// several keep-alive intervals). Failure detection proper is SWIM's job.
     pub idle_timeout: Duration,
+    /// Fault injection (loss, latency, partitions) for tests and benchmarks; `None` (the
+    /// default) binds quinn's own socket and costs nothing. See [`super::fault`].
+    pub faults: Option<super::fault::FaultInjector>,
 }
 
 impl Default for TransportOptions {
@@ -281,6 +284,7 @@ impl Default for TransportOptions {
             dial_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
+            faults: None,
         }
     }
 }
@@ -720,8 +724,11 @@ impl Endpoint {
             ));
         }
         let (client, server) = quic_configs(key, network_id, &options)?;
-        let mut quic = quinn::Endpoint::server(server, addr)
-            .map_err(|source| TransportError::Bind { addr, source })?;
+        let mut quic = match &options.faults {
+            None => quinn::Endpoint::server(server, addr),
+            Some(faults) => super::fault::server_endpoint(server, addr, faults),
+        }
+        .map_err(|source| TransportError::Bind { addr, source })?;
         quic.set_default_client_config(client);
         let max_frame = limits.max_frame_bytes();
         let private = private.map(|net| {

@@ -33,7 +33,7 @@ pub use time::Time;
 use crate::identity::{Keypair, PeerId};
 use crate::wire::{
     check_broadcast, Broadcast, DiscoveryMsg, GossipMsg, Limits, MembershipMsg, Message, MessageId,
-    PeerInfo, SignedMessage, TopicId, TopicMsg,
+    PeerInfo, SignedMessage, SwimMsg, TopicId, TopicMsg,
 };
 use presence::PresenceEvent;
 
@@ -621,6 +621,13 @@ impl State {
     pub fn handle_message(&mut self, from: PeerId, msg: Message, now: Time) {
         if from == self.me.id || self.left {
             return;
+        }
+        // Asked to probe this node itself: only a broken or hostile peer asks, and obeying
+        // would make the node ping (dial) itself.
+        if let Message::Swim(SwimMsg::PingReq { target, .. }) = &msg {
+            if target.id == self.me.id {
+                return;
+            }
         }
         // Traffic is evidence of life; SWIM's own acks are timed by the detector itself.
         if !matches!(msg, Message::Swim(_)) {
