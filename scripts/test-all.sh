@@ -29,3 +29,8 @@ elif [ "${STARLING_REQUIRE_WEB_TEST:-0}" = 1 ]; then
 else
     echo "skipped: needs /usr/bin/chromium, node, and 'npm ci' in cli/tests/web (.ci/run does both)"
 fi
+
+# The Python bindings (bindings/python): generated-source drift check, package build into
+# a venv, pytest (.ci/run installs python3-venv if missing; pip fetches maturin and pytest).
+step "Python bindings (scripts/test-python.sh)"
+./scripts/test-python.sh
