@@ -34,3 +34,8 @@ fi
 # valgrind and AddressSanitizer (scripts/test-c.sh; .ci/run installs its tools).
 step "C API (scripts/test-c.sh)"
 ./scripts/test-c.sh
+
+# The Python bindings (bindings/python): generated-source drift check, package build into
+# a venv, pytest (.ci/run installs python3-venv if missing; pip fetches maturin and pytest).
+step "Python bindings (scripts/test-python.sh)"
+./scripts/test-python.sh
