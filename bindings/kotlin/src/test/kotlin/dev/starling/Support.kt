@@ -1,0 +1,25 @@
+package dev.starling
+
+import org.junit.jupiter.api.Assertions.fail
+
+/** Polls [check] until it holds, failing with [what] after [seconds]. */
+fun waitUntil(what: String, seconds: Long = 20, check: () -> Boolean) {
+    val deadline = System.nanoTime() + seconds * 1_000_000_000
+    while (!check()) {
+        if (System.nanoTime() > deadline) fail<Unit>("timed out after ${seconds}s waiting for: $what")
+        Thread.sleep(20)
+    }
+}
+
+/** A loopback-only config on an OS-chosen port (short presence TTL for fast tests). */
+fun loopback(vararg bootstrap: String, network: String = "kt-test"): Config =
+    Config(bind = "127.0.0.1:0", bootstrap = bootstrap.toList(), networkId = network, presenceTtlMs = 3000u)
+
+/** Starts [n] nodes: the first alone, the rest bootstrapping through it. */
+fun cluster(n: Int, network: String = "kt-test"): List<Node> {
+    val first = Node.start(loopback(network = network))
+    return listOf(first) + (1 until n).map { Node.start(loopback(first.contact, network = network)) }
+}
+
+/** Closes every node (also when a test failed). */
+fun List<Node>.closeAll() = forEach { it.close() }
