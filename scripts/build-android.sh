@@ -39,9 +39,8 @@ mkdir -p "$out/jniLibs" "$out/aar/jni"
 cargo ndk --platform 24 -t arm64-v8a -t armeabi-v7a -t x86_64 -t x86 \
     -o "$out/jniLibs" build --release --locked -p starling-ffi
 
-# The generated Kotlin sources must match the library: regenerate them from a host build
-# (library mode reads the uniffi metadata from an unstripped library).
-./scripts/gen-bindings.sh
+# The committed generated Kotlin sources must match the Rust exports.
+./scripts/gen-bindings.sh --check
 
 # The classes without the linux-x86-64 library (an AAR carries natives under jni/).
 (cd bindings/kotlin && mvn -B -q -DskipTests -Dstarling.native.dir=target/no-native package)

@@ -23,8 +23,8 @@ targets=(aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios aarch64-apple-
     x86_64-apple-darwin)
 rustup target add "${targets[@]}"
 
-# The generated Swift, header and modulemap come from a host build's metadata.
-./scripts/gen-bindings.sh
+# The committed generated Swift, header and modulemap must match the Rust exports.
+./scripts/gen-bindings.sh --check
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 for t in "${targets[@]}"; do
@@ -43,9 +43,8 @@ lipo -create "$target_dir/aarch64-apple-darwin/release/libstarling.a" \
 
 # Headers in a folder named after the module, so that several xcframeworks' module maps
 # do not collide in an app's build.
-gen=bindings/swift/generated
-cp "$gen/StarlingFFI.h" "$work/headers/StarlingFFI/"
-cp "$gen/StarlingFFI.modulemap" "$work/headers/StarlingFFI/module.modulemap"
+gen=bindings/swift/Sources/StarlingFFI/include
+cp "$gen/StarlingFFI.h" "$gen/module.modulemap" "$work/headers/StarlingFFI/"
 
 out=bindings/swift/StarlingFFI.xcframework
 rm -rf "$out"

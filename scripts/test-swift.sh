@@ -17,12 +17,12 @@ done
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --locked -p starling-ffi
 lib="$target/debug/libstarling.so"
-LIB="$lib" ./scripts/gen-bindings.sh swift
 
-gen=bindings/swift/generated
+# The committed generated files (scripts/gen-bindings.sh writes them).
+gen=bindings/swift/Sources/StarlingFFI/include
 header="$gen/StarlingFFI.h"
-swift_src="$gen/Starling.swift"
-for f in "$header" "$swift_src" "$gen/StarlingFFI.modulemap"; do
+swift_src=bindings/swift/Sources/Starling/Starling.swift
+for f in "$header" "$swift_src" "$gen/module.modulemap"; do
     [ -f "$f" ] || { echo "error: $f missing (scripts/gen-bindings.sh did not write it)" >&2; exit 1; }
 done
 

@@ -5,8 +5,8 @@ package dev.starling.examples
 
 import dev.starling.Config
 import dev.starling.Node
-import dev.starling.OfflineReason
-import dev.starling.PresenceChange
+import dev.starling.ffi.OfflineReason
+import dev.starling.ffi.PresenceChange
 import dev.starling.StarlingException
 import dev.starling.metadataText
 import dev.starling.text

@@ -1,5 +1,5 @@
 // The idiomatic Kotlin layer over the uniffi-generated API (package dev.starling.ffi, in
-// src/generated/kotlin): Node and Subscription are AutoCloseable (`use {}`), messages and
+// ffi/starling.kt beside this file): Node and Subscription are AutoCloseable (`use {}`), messages and
 // presence are Flows, blocking waits are suspend functions, and every failure is one
 // StarlingException with a stable kind.
 package dev.starling
@@ -20,6 +20,7 @@ import java.util.concurrent.ConcurrentHashMap
 import java.util.concurrent.atomic.AtomicBoolean
 import kotlin.time.Duration
 import kotlin.time.Duration.Companion.milliseconds
+import kotlin.time.Duration.Companion.seconds
 
 /** Everything a node needs; every field has a default (see [dev.starling.ffi.Config]). */
 typealias Config = dev.starling.ffi.Config
@@ -115,8 +116,8 @@ class Registration internal constructor(private val handle: ListenerHandle) : Au
     val isClosed: Boolean get() = handle.isCancelled()
 
     override fun close() {
+        // Not destroyed here: isClosed stays callable; the cleaner frees it.
         handle.cancel()
-        handle.close()
     }
 }
 
@@ -268,7 +269,8 @@ class Node private constructor(private val raw: dev.starling.ffi.Node) : AutoClo
         if (!closed.compareAndSet(false, true)) return
         raw.shutdown()
         for (closer in active.toList()) closer()
-        raw.close()
+        // The handle itself is freed by the collector's cleaner, so that later calls get
+        // CLOSED from the library instead of a use-after-destroy error.
     }
 }
 
@@ -302,14 +304,14 @@ class Subscription internal constructor(private val raw: dev.starling.ffi.Subscr
     }
 
     /** The next message, skipping presence and lag items, waiting at most [timeout]. */
-    fun nextMessage(timeout: Duration = 1000.milliseconds): Message? {
+    fun nextMessage(timeout: Duration = 5.seconds): Message? {
         val deadline = System.nanoTime() + timeout.inWholeNanoseconds
         while (true) {
             val left = (deadline - System.nanoTime()) / 1_000_000
             if (left <= 0) return null
             when (val item = next(left.milliseconds)) {
                 null -> return null
-                is SubscriptionItem.Message -> return item.message
+                is dev.starling.ffi.SubscriptionItem.Message -> return item.message
                 else -> continue
             }
         }
@@ -330,6 +332,5 @@ class Subscription internal constructor(private val raw: dev.starling.ffi.Subscr
     /** Leaves the topic (idempotent); a suspended [receive] throws CLOSED. */
     override fun close() {
         raw.unsubscribe()
-        raw.close()
     }
 }

@@ -3,7 +3,14 @@ package dev.starling
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.Timeout
+import java.io.File
 import java.lang.ref.WeakReference
+
+/** Native threads of the library in this process (named starling-node/-deliver/-log). */
+fun libraryThreads(): Int =
+    File("/proc/self/task").listFiles().orEmpty().count { task ->
+        runCatching { File(task, "comm").readText().startsWith("starling") }.getOrDefault(false)
+    }
 
 @Timeout(120)
 class GcTest {
@@ -18,6 +25,7 @@ class GcTest {
 
     @Test
     fun `forgotten nodes are freed by the garbage collector and release their port`() {
+        val baseline = libraryThreads()
         // Find a free port by binding a node there and closing it.
         val addr = Node.start(Config(bind = "127.0.0.1:0", networkId = "kt-gc")).use { it.boundAddr }
         repeat(3) { round ->
@@ -39,6 +47,11 @@ class GcTest {
             System.gc()
             assertEquals(null, ref.get(), "the wrapper is unreachable")
         }
+        // Every runtime and delivery thread of the forgotten nodes has ended.
+        waitUntil("library threads back to $baseline (now ${libraryThreads()})") {
+            System.gc()
+            libraryThreads() <= baseline
+        }
     }
 
     @Test
@@ -52,7 +65,12 @@ class GcTest {
                 node.publish("churn-${i % 7}", ByteArray(256))
                 if (i % 50 == 0) System.gc()
             }
-            System.gc()
+            // What was not closed is released by the collector: every topic is left and
+            // every delivery thread ends.
+            waitUntil("every topic left (now ${node.stats().topics})") {
+                System.gc()
+                node.stats().topics == 0uL
+            }
             // Still fully usable.
             node.subscribe("after").use { assertEquals("after", it.topic) }
             assertEquals(Starling.BINDINGS_VERSION, Starling.libraryVersion)

@@ -21,5 +21,11 @@ fun cluster(n: Int, network: String = "kt-test"): List<Node> {
     return listOf(first) + (1 until n).map { Node.start(loopback(first.contact, network = network)) }
 }
 
+/** Whether every node sees every other node online on [topic]. */
+fun allSeeEachOther(nodes: List<Node>, topic: String): Boolean = nodes.all { n ->
+    val seen = n.online(topic).map { it.peer }.toSet()
+    nodes.all { it === n || it.id in seen }
+}
+
 /** Closes every node (also when a test failed). */
 fun List<Node>.closeAll() = forEach { it.close() }
