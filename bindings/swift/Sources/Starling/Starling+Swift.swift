@@ -4,8 +4,9 @@
 // Swift compiler on the Linux machines where the rest is tested).
 import Foundation
 
-/// The version of these Swift bindings; `Starling.libraryVersion` must match it.
-public enum Starling {
+/// Library-wide facts. (Not named `Starling`: a type named like its module breaks
+/// module-qualified names.)
+public enum StarlingInfo {
     /// The version the bindings were generated for.
     public static let bindingsVersion = "0.1.0"
 
@@ -196,7 +197,7 @@ extension Subscription: AsyncSequence {
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(subscription: self) }
 
     /// The next message, skipping presence and lag items, waiting at most `timeout` seconds.
-    func nextMessage(timeout: TimeInterval = 5) throws -> Message? {
+    public func nextMessage(timeout: TimeInterval = 5) throws -> Message? {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             let left = deadline.timeIntervalSinceNow
