@@ -19,7 +19,8 @@ import kotlin.system.exitProcess
 private const val USAGE = """usage: chat [--name NICK] [--bind ADDR] [--bootstrap PEER]... [--topic NAME] [--network ID]
   --name NICK       shown to others (presence metadata); default: the first 8 digits of the id
   --bind ADDR       UDP address to bind; default 127.0.0.1:0
-  --bootstrap PEER  a node to join through: PEERID@HOST:PORT or HOST:PORT (repeatable)
+  --bootstrap PEER  a node to join through: PEERID@HOST:PORT or HOST:PORT (repeatable;
+                    --join is the same, as in examples-c)
   --topic NAME      chat room; default "chat"
   --network ID      network id; default "starling"
 Lines from stdin are sent; /who lists who is online; /quit or end of input leaves."""
@@ -47,7 +48,7 @@ private fun parse(argv: Array<String>): Args {
         when (val a = argv[i]) {
             "--name" -> name = value(a)
             "--bind" -> bind = value(a)
-            "--bootstrap" -> bootstrap += value(a)
+            "--bootstrap", "--join" -> bootstrap += value(a)
             "--topic" -> topic = value(a)
             "--network" -> network = value(a)
             "-h", "--help" -> { println(USAGE); exitProcess(0) }
@@ -96,7 +97,7 @@ fun main(argv: Array<String>) {
                     }
                 },
                 launch(Dispatchers.Default) {
-                    node.messages(args.topic).collect { m -> say("<${nameOf(m.author)}> ${m.text}") }
+                    node.messages(args.topic).collect { m -> say("[${nameOf(m.author)}] ${m.text}") }
                 },
             )
             node.setPresence(args.topic, me)

@@ -10,9 +10,13 @@ import dev.starling.ffi.LogListener
 import dev.starling.ffi.MessageListener
 import dev.starling.ffi.PresenceListener
 import dev.starling.ffi.StarlingException as FfiException
+import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.channels.ClosedSendChannelException
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.selects.select
 import kotlinx.coroutines.channels.awaitClose
-import kotlinx.coroutines.channels.trySendBlocking
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.callbackFlow
 import kotlinx.coroutines.withContext
@@ -244,16 +248,39 @@ class Node private constructor(private val raw: dev.starling.ffi.Node) : AutoClo
 
     /** A Flow fed by a listener registered with [register]; `send` is false once closed. */
     private fun <T> listen(register: ((T) -> Boolean) -> ListenerHandle): Flow<T> = callbackFlow {
-        // Blocking the delivery thread while the buffer is full is the backpressure; a
-        // cancelled collection cancels the channel, which releases it.
-        val handle = ffi { register { item -> trySendBlocking(item).isSuccess } }
-        val closer = { channel.close(); Unit }
+        // Completed before the handle is cancelled: cancelling waits for a callback under
+        // way, so a callback blocked on a full buffer must be released first.
+        val stop = CompletableDeferred<Unit>()
+        val handle = ffi {
+            register { item ->
+                val offered = trySend(item)
+                when {
+                    offered.isSuccess -> true
+                    offered.isClosed || stop.isCompleted -> false
+                    // Full: block this delivery thread (backpressure into the library's
+                    // per-topic queue) until there is room or the Flow ends.
+                    else -> runBlocking {
+                        try {
+                            select<Boolean> {
+                                onSend(item) { true }
+                                stop.onAwait { false }
+                            }
+                        } catch (e: CancellationException) {
+                            false
+                        } catch (e: ClosedSendChannelException) {
+                            false
+                        }
+                    }
+                }
+            }
+        }
+        val closer = { stop.complete(Unit); channel.close(); Unit }
         active.add(closer)
-        if (closed.get()) channel.close()
+        if (closed.get()) closer()
         awaitClose {
+            stop.complete(Unit)
             active.remove(closer)
             handle.cancel()
-            handle.close()
         }
     }
 

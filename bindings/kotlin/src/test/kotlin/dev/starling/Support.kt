@@ -27,5 +27,33 @@ fun allSeeEachOther(nodes: List<Node>, topic: String): Boolean = nodes.all { n -
     nodes.all { it === n || it.id in seen }
 }
 
+/** The kernel name of the calling thread (what the library named it, for its threads). */
+fun nativeThreadName(): String {
+    val tid = LibC.INSTANCE.gettid()
+    return java.io.File("/proc/self/task/$tid/comm").readText().trim()
+}
+
+interface LibC : com.sun.jna.Library {
+    fun gettid(): Int
+
+    companion object {
+        val INSTANCE: LibC = com.sun.jna.Native.load("c", LibC::class.java)
+    }
+}
+
+/**
+ * Publishes probes from [publisher] on [topic] until every reader got one (the topic
+ * overlay is formed), then drains them. [readers] return the texts that arrived.
+ */
+fun converge(publisher: Node, topic: String, readers: List<() -> List<String>>) {
+    val got = BooleanArray(readers.size)
+    waitUntil("every reader of $topic to get a probe") {
+        publisher.publish(topic, "probe")
+        Thread.sleep(50)
+        readers.forEachIndexed { i, r -> if ("probe" in r()) got[i] = true }
+        got.all { it }
+    }
+}
+
 /** Closes every node (also when a test failed). */
 fun List<Node>.closeAll() = forEach { it.close() }
