@@ -18,6 +18,7 @@ import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.selects.select
 import kotlinx.coroutines.channels.awaitClose
 import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.callbackFlow
 import kotlinx.coroutines.withContext
 import java.util.concurrent.ConcurrentHashMap
@@ -88,6 +89,9 @@ val PresenceEvent.metadataText: String get() = metadata.decodeToString()
 
 /** The metadata as UTF-8 text. */
 val PresenceEntry.metadataText: String get() = metadata.decodeToString()
+
+/** Items a message/presence Flow buffers before the library's delivery thread waits. */
+private const val FLOW_BUFFER = 4096
 
 /** Library-wide functions. */
 object Starling {
@@ -282,7 +286,7 @@ class Node private constructor(private val raw: dev.starling.ffi.Node) : AutoClo
             active.remove(closer)
             handle.cancel()
         }
-    }
+    }.buffer(FLOW_BUFFER) // a collector's own .buffer() replaces this (operator fusion)
 
     /** Shuts the node down off the caller's thread (it may wait up to about 3 s). */
     suspend fun shutdown() = withContext(Dispatchers.IO) { close() }

@@ -109,7 +109,8 @@ class NodeTest {
             val online = async(Dispatchers.Default) {
                 c.presence(topic).first { it.change is PresenceChange.Online && it.peer == b.id }
             }
-            val messages = async(Dispatchers.Default) { c.messages(topic).take(10).toList() }
+            val got = Collections.synchronizedList(mutableListOf<Message>())
+            val collecting = launch(Dispatchers.Default) { c.messages(topic).collect { got.add(it) } }
             a.subscribe(topic).use { _ ->
                 b.subscribe(topic).use { _ ->
                     nodes.forEach { it.setPresence(topic, "meta-" + it.id.take(4)) }
@@ -119,11 +120,20 @@ class NodeTest {
                     waitUntil("a and b see c online") {
                         listOf(a, b).all { n -> n.online(topic).any { it.peer == c.id } }
                     }
+                    // Probes until c's Flow has one from each author (the topic tree is formed:
+                    // per-author order is not kept for messages sent while it forms).
+                    waitUntil("probes from a and b in c's Flow") {
+                        a.publish(topic, "probe"); b.publish(topic, "probe")
+                        Thread.sleep(50)
+                        synchronized(got) { got.filter { it.text == "probe" }.map { it.author }.toSet() == setOf(a.id, b.id) }
+                    }
                     for (i in 0 until 5) { a.publish(topic, "a$i"); b.publish(topic, "b$i") }
-                    val got = withTimeout(20.seconds) { messages.await() }
+                    fun real() = synchronized(got) { got.filter { it.text != "probe" } }
+                    waitUntil("the 10 messages in c's Flow") { real().size >= 10 }
                     // Per author, delivery follows the author's sequence.
-                    assertEquals((0 until 5).map { "a$it" }, got.filter { it.author == a.id }.map { it.text })
-                    assertEquals((0 until 5).map { "b$it" }, got.filter { it.author == b.id }.map { it.text })
+                    assertEquals((0 until 5).map { "a$it" }, real().filter { it.author == a.id }.map { it.text })
+                    assertEquals((0 until 5).map { "b$it" }, real().filter { it.author == b.id }.map { it.text })
+                    collecting.cancel()
                 }
             }
         } finally {
@@ -305,12 +315,12 @@ class NodeTest {
             val topic = "kt-slow"
             val seen = AtomicInteger()
             val slow = launch(Dispatchers.Default) {
-                // Default buffer (64): the library's delivery thread blocks once it is full.
+                // The Flow buffers 4,096: past that the library's delivery thread blocks.
                 b.messages(topic).collect { seen.incrementAndGet(); kotlinx.coroutines.delay(1_000) }
             }
             listOf(a, b).forEach { it.setPresence(topic) }
             waitUntil("a and b online at each other") { allSeeEachOther(listOf(a, b), topic) }
-            repeat(300) { a.publish(topic, "m$it") }
+            repeat(6_000) { a.publish(topic, "m$it") }
             waitUntil("the collector to get its first message") { seen.get() >= 1 }
             withTimeout(10.seconds) { slow.cancelAndJoinCompat() }
             // Delivery on the topic still works for a new collector.
