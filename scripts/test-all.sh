@@ -52,3 +52,8 @@ elif [ "${STARLING_REQUIRE_SWIFT_FFI_TEST:-0}" = 1 ]; then
 else
     echo "skipped: needs clang (.ci/run installs it)"
 fi
+
+# The Python bindings (bindings/python): generated-source drift check, package build into
+# a venv, pytest (.ci/run installs python3-venv if missing; pip fetches maturin and pytest).
+step "Python bindings (scripts/test-python.sh)"
+./scripts/test-python.sh

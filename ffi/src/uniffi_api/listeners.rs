@@ -114,7 +114,7 @@ pub(crate) struct Hub {
 }
 
 /// Most messages handed to one `on_messages` call.
-const BATCH: usize = 256;
+pub(crate) const BATCH: usize = 256;
 /// How often the delivery thread checks whether it should stop while idle.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 

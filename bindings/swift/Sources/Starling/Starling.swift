@@ -3954,6 +3954,22 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
+ * For benchmarks of the bindings: hands `count` synthetic messages (`payload_len`-byte
+ * payloads, 64-hex-digit author and id) to `listener.on_messages` in batches of at most
+ * 256, from a thread of the library, the way a topic's delivery thread does; returns once
+ * all were delivered. It measures the host-language dispatch path alone: end-to-end
+ * rates between nodes are bounded lower by the receiver's signature checks.
+ */
+public func benchmarkDispatch(listener: MessageListener, count: UInt64, payloadLen: UInt32)throws   {try rustCallWithError(FfiConverterTypeStarlingError_lift) {
+        uniffiCallStatus in
+    uniffi_starling_fn_func_benchmark_dispatch(
+        FfiConverterTypeMessageListener_lower(listener),
+        FfiConverterUInt64.lower(count),
+        FfiConverterUInt32.lower(payloadLen),uniffiCallStatus
+    )
+}
+}
+/**
  * The topic id (64 hex digits) of a topic name, as every binding and the C ABI compute it.
  */
 public func topicId(name: String)throws  -> String  {
@@ -4005,6 +4021,9 @@ private let initializationResult: InitializationResult = {
     let scaffolding_contract_version = ffi_starling_uniffi_contract_version()
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
+    }
+    if (uniffi_starling_checksum_func_benchmark_dispatch() != 60131) {
+        return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_starling_checksum_func_topic_id() != 48380) {
         return InitializationResult.apiChecksumMismatch

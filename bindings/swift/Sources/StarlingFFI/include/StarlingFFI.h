@@ -552,6 +552,11 @@ void uniffi_starling_fn_init_callback_vtable_presencelistener(const UniffiVTable
 void uniffi_starling_fn_method_presencelistener_on_presence(uint64_t ptr, RustBuffer event, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_BENCHMARK_DISPATCH
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_BENCHMARK_DISPATCH
+void uniffi_starling_fn_func_benchmark_dispatch(uint64_t listener, uint64_t count, uint32_t payload_len, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_TOPIC_ID
 #define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_TOPIC_ID
 RustBuffer uniffi_starling_fn_func_topic_id(RustBuffer name, RustCallStatus *_Nonnull out_status
@@ -826,6 +831,12 @@ void ffi_starling_rust_future_free_void(uint64_t handle
 #ifndef UNIFFI_FFIDEF_FFI_STARLING_RUST_FUTURE_COMPLETE_VOID
 #define UNIFFI_FFIDEF_FFI_STARLING_RUST_FUTURE_COMPLETE_VOID
 void ffi_starling_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_FUNC_BENCHMARK_DISPATCH
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_FUNC_BENCHMARK_DISPATCH
+uint16_t uniffi_starling_checksum_func_benchmark_dispatch(void
+    
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_FUNC_TOPIC_ID

@@ -770,6 +770,8 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_starling_checksum_func_benchmark_dispatch(
+    ): Int
     external fun uniffi_starling_checksum_func_topic_id(
     ): Int
     external fun uniffi_starling_checksum_func_version(
@@ -960,6 +962,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_starling_fn_method_presencelistener_on_presence(`ptr`: Long,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_starling_fn_func_benchmark_dispatch(`listener`: Long,`count`: Long,`payloadLen`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_starling_fn_func_topic_id(`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_starling_fn_func_version(uniffi_out_err: UniffiRustCallStatus, 
@@ -1085,6 +1089,9 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_starling_checksum_func_benchmark_dispatch() and 0xFFFF) != 60131) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_starling_checksum_func_topic_id() and 0xFFFF) != 48380) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -5583,6 +5590,26 @@ public object FfiConverterMapStringULong: FfiConverterRustBuffer<Map<kotlin.Stri
 
 
 
+
+        /**
+         * For benchmarks of the bindings: hands `count` synthetic messages (`payload_len`-byte
+         * payloads, 64-hex-digit author and id) to `listener.on_messages` in batches of at most
+         * 256, from a thread of the library, the way a topic's delivery thread does; returns once
+         * all were delivered. It measures the host-language dispatch path alone: end-to-end
+         * rates between nodes are bounded lower by the receiver's signature checks.
+         */
+    @Throws(StarlingException::class) fun `benchmarkDispatch`(`listener`: MessageListener, `count`: kotlin.ULong, `payloadLen`: kotlin.UInt)
+        = 
+    uniffiRustCallWithError(StarlingException) { _status ->
+    UniffiLib.uniffi_starling_fn_func_benchmark_dispatch(
+    
+        
+        FfiConverterTypeMessageListener.lower(`listener`),
+        FfiConverterULong.lower(`count`),
+        FfiConverterUInt.lower(`payloadLen`),_status)
+}
+    
+    
 
         /**
          * The topic id (64 hex digits) of a topic name, as every binding and the C ABI compute it.
