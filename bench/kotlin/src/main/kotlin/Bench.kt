@@ -175,6 +175,26 @@ private fun dispatch(name: String, receiver: Receiver, n: Int, size: Int): Row {
     }
 }
 
+/**
+ * The library's `benchmark_dispatch`: synthetic messages (no network, no signatures) handed
+ * to a Kotlin listener in batches of 256 from a library thread, as a delivery thread does.
+ */
+private fun synthetic(n: Int, size: Int): Row {
+    val count = AtomicLong()
+    val listener = object : dev.starling.ffi.MessageListener {
+        override fun onMessages(messages: List<dev.starling.Message>) {
+            count.addAndGet(messages.size.toLong())
+        }
+    }
+    dev.starling.ffi.benchmarkDispatch(listener, 20_000uL, size.toUInt()) // warm-up (JIT)
+    count.set(0)
+    val t0 = System.nanoTime()
+    dev.starling.ffi.benchmarkDispatch(listener, n.toULong(), size.toUInt())
+    val seconds = (System.nanoTime() - t0) / 1e9
+    check(count.get() == n.toLong()) { "delivered ${count.get()} of $n" }
+    return Row("synthetic, callback (benchmark_dispatch)", n.toLong(), count.get(), 0, seconds)
+}
+
 fun main(argv: Array<String>) {
     var messages = 50_000
     var size = 256
@@ -190,6 +210,7 @@ fun main(argv: Array<String>) {
     println("libstarling ${Starling.libraryVersion}, ${Runtime.getRuntime().availableProcessors()} cores, " +
         "JVM ${System.getProperty("java.version")}, $messages messages of $size B per row")
     val rows = listOf(
+        synthetic(maxOf(messages, 100_000), size),
         endToEnd("callback", callback, messages, size),
         dispatch("callback (onMessages batches)", callback, messages, size),
         dispatch("Flow collector (messages(topic))", flow, messages, size),
