@@ -35,6 +35,29 @@ fi
 step "C API (scripts/test-c.sh)"
 ./scripts/test-c.sh
 
+# The Kotlin bindings: JUnit 5 suite through Maven (bindings/kotlin; .ci/run installs Maven).
+step "Kotlin bindings (JUnit 5 via Maven)"
+if command -v mvn >/dev/null 2>&1 && command -v java >/dev/null 2>&1; then
+    ./scripts/test-kotlin.sh
+elif [ "${STARLING_REQUIRE_KOTLIN_TEST:-0}" = 1 ]; then
+    echo "error: java or mvn missing (see .ci/run)" >&2
+    exit 1
+else
+    echo "skipped: needs java and mvn (.ci/run installs them)"
+fi
+
+# The Swift bindings as far as they can be checked without Swift: the generated FFI header
+# with clang and gcc, its symbols against libstarling.so, the load-time checksums.
+step "Swift bindings: FFI header, symbols and checksums (no Swift compiler here)"
+if command -v clang >/dev/null 2>&1; then
+    ./scripts/test-swift.sh
+elif [ "${STARLING_REQUIRE_SWIFT_FFI_TEST:-0}" = 1 ]; then
+    echo "error: clang missing (see .ci/run)" >&2
+    exit 1
+else
+    echo "skipped: needs clang (.ci/run installs it)"
+fi
+
 # The Python bindings (bindings/python): generated-source drift check, package build into
 # a venv, pytest (.ci/run installs python3-venv if missing; pip fetches maturin and pytest).
 step "Python bindings (scripts/test-python.sh)"
