@@ -29,6 +29,15 @@ use starling_core::node::{Item, NetEvent, Node, PresenceChange, Subscription};
 use starling_core::proto::Verify;
 use starling_core::wire::{Broadcast, SignedMessage, TopicId};
 
+// The peer comparison (`--suite all|peers|quick`, feature `peers`): see peers.rs.
+mod peers;
+#[cfg(feature = "peers")]
+mod physical;
+#[cfg(feature = "peers")]
+mod systems;
+#[cfg(feature = "peers")]
+mod workload;
+
 struct Args {
     nodes: usize,
     payload: usize,
@@ -66,7 +75,9 @@ fn parse_args() -> Result<Args, String> {
     }
     match suite.as_deref() {
         Some("node") => Ok(args),
-        other => Err(format!("--suite node is the only suite (got {other:?})")),
+        other => Err(format!(
+            "unknown suite {other:?}: node, or all/peers/quick (the peer comparison)"
+        )),
     }
 }
 
@@ -195,7 +206,7 @@ fn payload(base: Instant, len: usize) -> Vec<u8> {
 
 /// Single-core Ed25519 verifications per second of a broadcast like the ones sent, with
 /// the checker the node runs (`node`) and with the wire's reference check (`wire`).
-fn verify_rates(payload_len: usize) -> (f64, f64) {
+pub(crate) fn verify_rates(payload_len: usize) -> (f64, f64) {
     let k = key(9999);
     let msg = SignedMessage::new(
         &k,
@@ -531,6 +542,9 @@ fn idle_workload(args: &Args) -> Value {
 }
 
 fn main() {
+    if let Some(code) = peers::dispatch() {
+        std::process::exit(code);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
