@@ -206,7 +206,7 @@ fn payload(base: Instant, len: usize) -> Vec<u8> {
 
 /// Single-core Ed25519 verifications per second of a broadcast like the ones sent, with
 /// the checker the node runs (`node`) and with the wire's reference check (`wire`).
-pub(crate) fn verify_rates(payload_len: usize) -> (f64, f64) {
+fn verify_rates(payload_len: usize) -> (f64, f64) {
     let k = key(9999);
     let msg = SignedMessage::new(
         &k,

@@ -220,10 +220,8 @@ mod enabled {
         let started = std::time::Instant::now();
         let ref_time = Duration::from_millis(if quick { 300 } else { 1000 });
         let mut physical_rows = Vec::new();
-        let (verify_node, verify_wire) = crate::verify_rates(256);
-        let verify = json!({"suite": "peers", "workload": "physical", "reference": "starling_verify",
-            "verify_limit_msgs_per_s": verify_node, "wire_verify_msgs_per_s": verify_wire,
-            "note": "single core, a 256-byte broadcast, the node's checker (FastVerify) and Broadcast::verify"});
+        let verify = physical::starling_verify(ref_time);
+        let verify_node = verify["verify_limit_msgs_per_s"].as_f64().unwrap_or(0.0);
         emit(&o, &verify);
         physical_rows.push(verify);
         if want("physical") {
@@ -386,8 +384,8 @@ mod enabled {
                 .to_string()
         } else {
             format!(
-                "cargo run --release -p starling-bench --features peers -- --suite {} --json",
-                o.suite
+                "cargo run --release -p starling-bench --features peers -- --suite {} --json --reps {}",
+                o.suite, o.reps
             )
         };
         s.push_str(

@@ -189,6 +189,10 @@ struct Booted {
 /// Starts `n` nodes and probes from node 0 every 200 ms until every node got a probe
 /// (bounded; `formed` false if not), then lets the overlay settle for 2 s.
 fn boot(sys: &dyn System, n: usize, env: &Env) -> Result<Booted, String> {
+    // Hand memory freed by the previous cluster back to the OS, so that RSS growth is
+    // this cluster's (glibc keeps freed memory otherwise).
+    // SAFETY: plain libc call without arguments to uphold.
+    unsafe { libc::malloc_trim(0) };
     let rss0 = rss_kb();
     let t0 = Instant::now();
     let sinks: Vec<Sink> = (0..n).map(|_| Sink::new(env.base)).collect();
@@ -246,6 +250,17 @@ fn row(sys: &dyn System, w: &Workload, nodes: usize) -> serde_json::Map<String, 
     }
 }
 
+/// The growth of each diagnostic counter, into the row.
+fn diag_delta(
+    m: &mut serde_json::Map<String, Value>,
+    before: &[(&str, u64)],
+    after: &[(&str, u64)],
+) {
+    for ((k, a), (_, b)) in before.iter().zip(after) {
+        m.insert((*k).to_string(), json!(b.saturating_sub(*a)));
+    }
+}
+
 fn per_delivery(before: Sample, after: Sample, delivered: u64) -> (Option<f64>, Option<f64>) {
     if delivered == 0 {
         return (None, None);
@@ -300,6 +315,7 @@ fn broadcast(
 ) -> Result<serde_json::Map<String, Value>, String> {
     let b = boot(sys, n, env)?;
     let failures0 = b.cluster.publish_failures();
+    let diag0 = b.cluster.diag();
     let before = sample();
     let first = env.next.load(Ordering::Relaxed);
     let mut next = Instant::now();
@@ -339,8 +355,10 @@ fn broadcast(
     lat.sort_by(|a, b| a.total_cmp(b));
     let (wire, cpu) = per_delivery(before, after, unique);
     let failures = b.cluster.publish_failures() - failures0;
+    let diag1 = b.cluster.diag();
     b.cluster.shutdown();
     let mut m = row(sys, w, n);
+    diag_delta(&mut m, &diag0, &diag1);
     m.insert("payload_bytes".into(), json!(size));
     m.insert("publishers".into(), json!(1));
     m.insert("messages".into(), json!(messages));
@@ -373,21 +391,23 @@ fn throughput(
         .map(|p| p * n / publishers.min(n))
         .collect();
     let failures0 = b.cluster.publish_failures();
+    let diag0 = b.cluster.diag();
     let before = sample();
     let first = env.next.load(Ordering::Relaxed);
     let t_start = env.now_us();
     let published = AtomicU64::new(0);
+    let publish_error = std::sync::Mutex::new(None::<String>);
     let cluster = &b.cluster;
     std::thread::scope(|s| {
         for &p in &pubs {
-            let published = &published;
+            let (published, publish_error) = (&published, &publish_error);
             s.spawn(move || {
                 let end = Instant::now() + duration;
                 while Instant::now() < end {
-                    if cluster
-                        .publish(p, payload(env.base, env.msg(), 256))
-                        .is_err()
-                    {
+                    if let Err(e) = cluster.publish(p, payload(env.base, env.msg(), 256)) {
+                        if let Ok(mut g) = publish_error.lock() {
+                            g.get_or_insert(e);
+                        }
                         return;
                     }
                     published.fetch_add(1, Ordering::Relaxed);
@@ -423,12 +443,17 @@ fn throughput(
     let expected = published * (n as u64 - 1);
     let (wire, cpu) = per_delivery(before, after, unique);
     let failures = b.cluster.publish_failures() - failures0;
+    let diag1 = b.cluster.diag();
     b.cluster.shutdown();
     let mut m = row(sys, w, n);
+    diag_delta(&mut m, &diag0, &diag1);
     m.insert("payload_bytes".into(), json!(256));
     m.insert("publishers".into(), json!(pubs.len()));
     m.insert("published".into(), json!(published));
     m.insert("publish_s".into(), json!(duration.as_secs_f64()));
+    if let Ok(Some(e)) = publish_error.into_inner() {
+        m.insert("publish_error".into(), json!(e));
+    }
     m.insert(
         "delivery".into(),
         json!(if expected > 0 {

@@ -5,6 +5,9 @@
 //! `peerid@host:port` bootstrap strings). Gossip parameters are the crate defaults
 //! except `max_message_size` = 64 KiB (default 4 KiB; starling's default limit is 64 KiB).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use iroh::address_lookup::memory::MemoryLookup;
@@ -17,7 +20,7 @@ use iroh_gossip::proto::TopicId;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
-use super::{node_runtime, pick_bootstrap, Cluster, Sink, System};
+use super::{node_runtime, pick_bootstrap, send_bounded, Cluster, Sink, System};
 
 /// The iroh-gossip adapter.
 pub struct IrohGossip;
@@ -33,6 +36,8 @@ struct Member {
 
 struct IrohCluster {
     book: MemoryLookup,
+    /// Subscriptions that lagged (iroh-gossip then drops events and closes them).
+    lagged: Arc<AtomicU64>,
     members: Vec<Member>,
 }
 
@@ -46,6 +51,7 @@ impl IrohCluster {
         sk[..8].copy_from_slice(&seed.to_be_bytes());
         sk[8..16].copy_from_slice(&(i as u64).to_be_bytes());
         let book = self.book.clone();
+        let lagged = Arc::clone(&self.lagged);
         let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
         let id = rt.block_on(async move {
             let ep = Endpoint::builder(presets::Minimal)
@@ -77,8 +83,9 @@ impl IrohCluster {
                 while let Some(ev) = receiver.next().await {
                     match ev {
                         Ok(Event::Received(m)) => sink.deliver(&m.content),
+                        // The subscription is closed after this: later deliveries are lost.
                         Ok(Event::Lagged) => {
-                            eprintln!("iroh-gossip node {i}: subscriber lagged (events dropped)")
+                            lagged.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(_) => {}
                         Err(_) => break,
@@ -120,6 +127,7 @@ impl System for IrohGossip {
     fn start(&self, sinks: Vec<Sink>, seed: u64) -> Result<Box<dyn Cluster>, String> {
         let mut c = IrohCluster {
             book: MemoryLookup::new(),
+            lagged: Arc::new(AtomicU64::new(0)),
             members: Vec::new(),
         };
         for (i, sink) in sinks.into_iter().enumerate() {
@@ -138,8 +146,7 @@ impl System for IrohGossip {
 impl Cluster for IrohCluster {
     fn publish(&self, node: usize, payload: Bytes) -> Result<(), String> {
         let m = self.members.get(node).ok_or("no such node")?;
-        m.tx.blocking_send(payload)
-            .map_err(|_| "iroh node stopped".to_string())
+        send_bounded(&m.tx, payload).map_err(|e| format!("iroh node {node}: {e}"))
     }
 
     fn kill(&mut self, node: usize) {
@@ -156,6 +163,13 @@ impl Cluster for IrohCluster {
             .collect();
         self.spawn(sink, boot, seed)?;
         Ok(self.members.len() - 1)
+    }
+
+    fn diag(&self) -> Vec<(&'static str, u64)> {
+        vec![(
+            "iroh_lagged_subscriptions",
+            self.lagged.load(Ordering::Relaxed),
+        )]
     }
 
     fn shutdown(mut self: Box<Self>) {

@@ -20,7 +20,7 @@ use libp2p::{gossipsub, identity, quic, Multiaddr, PeerId, Transport};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
-use super::{node_runtime, pick_bootstrap, Cluster, Sink, System};
+use super::{node_runtime, pick_bootstrap, send_bounded, Cluster, Sink, System};
 
 /// The libp2p gossipsub adapter.
 pub struct Libp2pGossipsub;
@@ -152,8 +152,7 @@ impl System for Libp2pGossipsub {
 impl Cluster for Libp2pCluster {
     fn publish(&self, node: usize, payload: Bytes) -> Result<(), String> {
         let m = self.members.get(node).ok_or("no such node")?;
-        m.tx.blocking_send(payload)
-            .map_err(|_| "libp2p node stopped".to_string())
+        send_bounded(&m.tx, payload).map_err(|e| format!("libp2p node {node}: {e}"))
     }
 
     fn kill(&mut self, node: usize) {

@@ -121,8 +121,34 @@ pub trait Cluster: Send + Sync {
     fn publish_failures(&self) -> u64 {
         0
     }
+    /// System-specific counters summed over the live nodes (for the notes: starling's
+    /// frame bytes, iroh-gossip's lagged subscribers, …). Deltas land in the rows.
+    fn diag(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Stops everything.
     fn shutdown(self: Box<Self>);
+}
+
+/// Hands `payload` to a node task through its bounded queue, waiting while the queue is
+/// full but never longer than 5 s (a node that stops draining is an error, not a hang).
+pub fn send_bounded(tx: &tokio::sync::mpsc::Sender<Bytes>, payload: Bytes) -> Result<(), String> {
+    use tokio::sync::mpsc::error::TrySendError;
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let mut p = payload;
+    loop {
+        match tx.try_send(p) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err("node stopped".into()),
+            Err(TrySendError::Full(back)) => {
+                if Instant::now() > deadline {
+                    return Err("node did not take a publish for 5 s (queue full)".into());
+                }
+                p = back;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
 }
 
 /// A tokio runtime with one worker, like a starling node's with `worker_threads(1)`.

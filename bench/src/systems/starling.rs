@@ -137,6 +137,20 @@ impl Cluster for StarlingCluster {
         }
     }
 
+    fn diag(&self) -> Vec<(&'static str, u64)> {
+        let (mut bytes, mut msgs) = (0, 0);
+        for m in self.members.iter().filter(|m| m.alive) {
+            if let Ok(s) = m.node.stats() {
+                bytes += s.bytes_out;
+                msgs += s.msgs_out;
+            }
+        }
+        vec![
+            ("starling_frame_bytes_out", bytes),
+            ("starling_msgs_out", msgs),
+        ]
+    }
+
     fn shutdown(self: Box<Self>) {
         self.stop.store(true, Ordering::Relaxed);
         for m in &self.members {
