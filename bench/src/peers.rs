@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p starling-bench --features peers -- --suite all --json
-//!     [--reps R] [--seed S] [--only WORKLOAD]... [--no-write | --write] [--out PATH]
+//!     [--reps R] [--seed S] [--only WORKLOAD]... [--system NAME]... [--no-write | --write]
+//!     [--out PATH]
 //! ```
 
 /// The suites this module answers.
@@ -59,6 +60,8 @@ mod enabled {
         reps: usize,
         seed: u64,
         only: Vec<String>,
+        /// Only these systems (default: all three).
+        systems: Vec<String>,
         write: bool,
         out: std::path::PathBuf,
     }
@@ -71,9 +74,11 @@ mod enabled {
             reps: if quick { 1 } else { 3 },
             seed: 7,
             only: Vec::new(),
+            systems: Vec::new(),
             write: !quick,
             out: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/BENCHMARKS.md"),
         };
+        let mut explicit_write = None;
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
             let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -96,8 +101,15 @@ mod enabled {
                         .map_err(|_| "--seed needs a number")?
                 }
                 "--only" => o.only.push(val("--only")?),
-                "--write" => o.write = true,
-                "--no-write" => o.write = false,
+                "--system" => {
+                    let name = val("--system")?;
+                    if !SYS.contains(&name.as_str()) {
+                        return Err(format!("--system {name:?}: expected one of {SYS:?}"));
+                    }
+                    o.systems.push(name);
+                }
+                "--write" => explicit_write = Some(true),
+                "--no-write" => explicit_write = Some(false),
                 "--out" => o.out = val("--out")?.into(),
                 other => {
                     return Err(format!(
@@ -107,6 +119,9 @@ mod enabled {
                 }
             }
         }
+        // A partial run (some workloads or systems) does not replace the published tables
+        // unless asked to.
+        o.write = explicit_write.unwrap_or(o.write && o.only.is_empty() && o.systems.is_empty());
         for w in &o.only {
             if !["broadcast", "throughput", "churn", "join", "physical"].contains(&w.as_str()) {
                 return Err(format!(
@@ -184,7 +199,7 @@ mod enabled {
         let o = match parse(suite) {
             Ok(o) => o,
             Err(e) => {
-                eprintln!("error: {e}\nusage: starling-bench --suite all|peers|quick [--json] [--reps R] [--seed S] [--only broadcast|throughput|churn|join|physical]... [--write|--no-write] [--out PATH]");
+                eprintln!("error: {e}\nusage: starling-bench --suite all|peers|quick [--json] [--reps R] [--seed S] [--only broadcast|throughput|churn|join|physical]... [--system starling|iroh-gossip|libp2p-gossipsub]... [--write|--no-write] [--out PATH]");
                 return Some(2);
             }
         };
@@ -238,7 +253,10 @@ mod enabled {
             Box::new(Starling),
             Box::new(IrohGossip),
             Box::new(Libp2pGossipsub),
-        ];
+        ]
+        .into_iter()
+        .filter(|s| o.systems.is_empty() || o.systems.iter().any(|n| n == s.name()))
+        .collect();
         let list: Vec<Workload> = workloads(quick)
             .into_iter()
             .filter(|w| want(w.name()))

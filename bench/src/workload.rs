@@ -250,14 +250,19 @@ fn row(sys: &dyn System, w: &Workload, nodes: usize) -> serde_json::Map<String, 
     }
 }
 
-/// The growth of each diagnostic counter, into the row.
+/// The growth of each diagnostic counter, into the row (counters that appear only at
+/// the end, like a new drop reason, grew from 0).
 fn diag_delta(
     m: &mut serde_json::Map<String, Value>,
-    before: &[(&str, u64)],
-    after: &[(&str, u64)],
+    before: &[(String, u64)],
+    after: &[(String, u64)],
 ) {
-    for ((k, a), (_, b)) in before.iter().zip(after) {
-        m.insert((*k).to_string(), json!(b.saturating_sub(*a)));
+    for (k, b) in after {
+        let a = before.iter().find(|(k0, _)| k0 == k).map_or(0, |(_, a)| *a);
+        match k.strip_prefix("gauge_") {
+            Some(name) => m.insert(name.to_string(), json!(b)),
+            None => m.insert(k.clone(), json!(b.saturating_sub(a))),
+        };
     }
 }
 

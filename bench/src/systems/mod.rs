@@ -122,8 +122,9 @@ pub trait Cluster: Send + Sync {
         0
     }
     /// System-specific counters summed over the live nodes (for the notes: starling's
-    /// frame bytes, iroh-gossip's lagged subscribers, …). Deltas land in the rows.
-    fn diag(&self) -> Vec<(&'static str, u64)> {
+    /// frame bytes, iroh-gossip's lagged subscribers, …). Deltas land in the rows; keys
+    /// starting with `gauge_` are levels, reported as their final value.
+    fn diag(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
     /// Stops everything.

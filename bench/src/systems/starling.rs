@@ -137,12 +137,16 @@ impl Cluster for StarlingCluster {
         }
     }
 
-    fn diag(&self) -> Vec<(&'static str, u64)> {
+    fn diag(&self) -> Vec<(String, u64)> {
         let (mut bytes, mut msgs) = (0, 0);
+        let mut drops: std::collections::BTreeMap<String, u64> = Default::default();
         for m in self.members.iter().filter(|m| m.alive) {
             if let Ok(s) = m.node.stats() {
                 bytes += s.bytes_out;
                 msgs += s.msgs_out;
+                for (k, v) in s.drops {
+                    *drops.entry(format!("starling_drops_{k}")).or_default() += v;
+                }
             }
         }
         vec![
