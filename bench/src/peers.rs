@@ -249,14 +249,15 @@ mod enabled {
                 physical_rows.push(r);
             }
         }
-        let systems: Vec<Box<dyn System>> = vec![
+        let all: Vec<Box<dyn System>> = vec![
             Box::new(Starling),
             Box::new(IrohGossip),
             Box::new(Libp2pGossipsub),
-        ]
-        .into_iter()
-        .filter(|s| o.systems.is_empty() || o.systems.iter().any(|n| n == s.name()))
-        .collect();
+        ];
+        let systems: Vec<Box<dyn System>> = all
+            .into_iter()
+            .filter(|s| o.systems.is_empty() || o.systems.iter().any(|n| n == s.name()))
+            .collect();
         let list: Vec<Workload> = workloads(quick)
             .into_iter()
             .filter(|w| want(w.name()))

@@ -165,9 +165,9 @@ impl Cluster for IrohCluster {
         Ok(self.members.len() - 1)
     }
 
-    fn diag(&self) -> Vec<(&'static str, u64)> {
+    fn diag(&self) -> Vec<(String, u64)> {
         vec![(
-            "iroh_lagged_subscriptions",
+            "iroh_lagged_subscriptions".to_string(),
             self.lagged.load(Ordering::Relaxed),
         )]
     }

@@ -149,10 +149,22 @@ impl Cluster for StarlingCluster {
                 }
             }
         }
-        vec![
-            ("starling_frame_bytes_out", bytes),
-            ("starling_msgs_out", msgs),
-        ]
+        // Plumtree links at the end (a gauge: each eager link pushes every message in full).
+        let (mut eager, mut lazy) = (0, 0);
+        for m in self.members.iter().filter(|m| m.alive) {
+            if let Ok((e, l)) = m.node.topic_tree(self.topic) {
+                eager += e.len() as u64;
+                lazy += l.len() as u64;
+            }
+        }
+        let mut out = vec![
+            ("starling_frame_bytes_out".to_string(), bytes),
+            ("starling_msgs_out".to_string(), msgs),
+            ("gauge_starling_eager_links".to_string(), eager),
+            ("gauge_starling_lazy_links".to_string(), lazy),
+        ];
+        out.extend(drops);
+        out
     }
 
     fn shutdown(self: Box<Self>) {
