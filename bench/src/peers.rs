@@ -64,6 +64,8 @@ mod enabled {
         systems: Vec<String>,
         write: bool,
         out: std::path::PathBuf,
+        /// Re-render the section from this JSON-lines file instead of running.
+        render: Option<String>,
     }
 
     fn parse(suite: String) -> Result<Opts, String> {
@@ -77,6 +79,7 @@ mod enabled {
             systems: Vec::new(),
             write: !quick,
             out: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/BENCHMARKS.md"),
+            render: None,
         };
         let mut explicit_write = None;
         let mut it = std::env::args().skip(1);
@@ -111,6 +114,7 @@ mod enabled {
                 "--write" => explicit_write = Some(true),
                 "--no-write" => explicit_write = Some(false),
                 "--out" => o.out = val("--out")?.into(),
+                "--render" => o.render = Some(val("--render")?),
                 other => {
                     return Err(format!(
                         "unknown argument {other:?} for --suite {}",
@@ -199,10 +203,22 @@ mod enabled {
         let o = match parse(suite) {
             Ok(o) => o,
             Err(e) => {
-                eprintln!("error: {e}\nusage: starling-bench --suite all|peers|quick [--json] [--reps R] [--seed S] [--only broadcast|throughput|churn|join|physical]... [--system starling|iroh-gossip|libp2p-gossipsub]... [--write|--no-write] [--out PATH]");
+                eprintln!("error: {e}\nusage: starling-bench --suite all|peers|quick [--json] [--reps R] [--seed S] [--only broadcast|throughput|churn|join|physical]... [--system starling|iroh-gossip|libp2p-gossipsub]... [--write|--no-write] [--out PATH] [--render RUN.jsonl]");
                 return Some(2);
             }
         };
+        if let Some(path) = o.render.clone() {
+            return Some(match render(&o, &path) {
+                Ok(()) => {
+                    eprintln!("wrote the peers section of {}", o.out.display());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: --render: {e}");
+                    1
+                }
+            });
+        }
         let net_note = match private_net() {
             Ok(()) => {
                 PRIVATE_NET.store(true, Ordering::Relaxed);
@@ -233,6 +249,11 @@ mod enabled {
         let quick = o.suite == "quick";
         let want = |w: &str| o.only.is_empty() || o.only.iter().any(|x| x == w);
         let started = std::time::Instant::now();
+        emit(
+            &o,
+            &json!({"suite": "peers", "workload": "machine", "machine": machine(),
+                          "net": net_note}),
+        );
         let ref_time = Duration::from_millis(if quick { 300 } else { 1000 });
         let mut physical_rows = Vec::new();
         let verify = physical::starling_verify(ref_time);
@@ -280,8 +301,15 @@ mod enabled {
         if !o.json {
             println!("suite {} took {elapsed:.0} s", o.suite);
         }
+        if o.json {
+            println!(
+                "{}",
+                json!({"suite": "peers", "workload": "summary", "elapsed_s": elapsed,
+                                  "reps": o.reps, "suite_name": o.suite})
+            );
+        }
         if o.write {
-            let section = report(&o, &rows, &physical_rows, &net_note, elapsed);
+            let section = report(&o, &rows, &physical_rows, &net_note, elapsed, &machine());
             if let Err(e) = write_section(&o.out, &section) {
                 eprintln!("error: writing {}: {e}", o.out.display());
                 return 1;
@@ -307,6 +335,7 @@ mod enabled {
     fn fmt(v: Option<f64>) -> String {
         match v {
             None => "—".into(),
+            Some(x) if x.is_infinite() => "not within the window".into(),
             Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
             Some(x) if x.abs() >= 10.0 => format!("{x:.1}"),
             Some(x) => format!("{x:.3}"),
@@ -315,14 +344,18 @@ mod enabled {
 
     const SYS: [&str; 3] = ["starling", "iroh-gossip", "libp2p-gossipsub"];
 
-    /// Median of `field` over the rows matching `pred`, per system.
+    /// Median of `field` over the rows matching `pred`, per system. A null recovery time
+    /// means "not recovered within the window": it counts as infinitely long.
     fn medians(rows: &[Value], pred: &dyn Fn(&Value) -> bool, field: &str) -> [Option<f64>; 3] {
         let mut out = [None; 3];
         for (i, s) in SYS.iter().enumerate() {
             out[i] = median(
                 rows.iter()
-                    .filter(|r| pred(r) && r["system"] == *s)
-                    .filter_map(|r| r[field].as_f64())
+                    .filter(|r| pred(r) && r["system"] == *s && r.get("error").is_none())
+                    .filter_map(|r| match r[field].as_f64() {
+                        None if field == "recovery_ms" => Some(f64::INFINITY),
+                        v => v,
+                    })
                     .collect(),
             );
         }
@@ -331,7 +364,9 @@ mod enabled {
 
     fn ratio(a: Option<f64>, b: Option<f64>) -> String {
         match (a, b) {
-            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+            (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => {
+                format!("{:.2}", a / b)
+            }
             _ => "—".into(),
         }
     }
@@ -396,7 +431,71 @@ mod enabled {
         format!("{cpu}, {cores} cores, {mem} RAM, Linux {kernel}, load average at the end {load}")
     }
 
-    fn report(o: &Opts, rows: &[Value], physical: &[Value], net: &str, elapsed: f64) -> String {
+    /// Writes the section again from the JSON lines of an earlier `--json` run.
+    fn render(o: &Opts, path: &str) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let mut rows = Vec::new();
+        let mut physical = Vec::new();
+        let (mut machine_line, mut net, mut elapsed, mut reps, mut suite) =
+            (None, String::new(), 0.0, 1, "all".to_string());
+        for (i, line) in text.lines().enumerate() {
+            let v: Value = serde_json::from_str(line)
+                .map_err(|e| format!("{path}:{}: not a JSON row: {e}", i + 1))?;
+            match v["workload"].as_str() {
+                Some("physical") => physical.push(v),
+                Some("machine") => {
+                    machine_line = v["machine"].as_str().map(String::from);
+                    net = v["net"].as_str().unwrap_or_default().to_string();
+                }
+                Some("summary") => {
+                    elapsed = v["elapsed_s"].as_f64().unwrap_or(0.0);
+                    reps = v["reps"].as_u64().unwrap_or(1) as usize;
+                    suite = v["suite_name"].as_str().unwrap_or("all").to_string();
+                }
+                _ => {
+                    reps = reps.max(v["rep"].as_u64().unwrap_or(0) as usize + 1);
+                    rows.push(v);
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Err(format!("{path}: no workload rows"));
+        }
+        if net.is_empty() {
+            net = if rows
+                .iter()
+                .any(|r| r["wire_bytes_per_delivery"].is_number())
+            {
+                "own network namespace: wire bytes = loopback tx bytes of this process (IP + UDP headers included)".into()
+            } else {
+                "not measured".into()
+            };
+        }
+        let machine_line =
+            machine_line.unwrap_or_else(|| format!("{} (read when rendering)", machine()));
+        let ro = Opts {
+            suite,
+            json: false,
+            reps,
+            seed: o.seed,
+            only: Vec::new(),
+            systems: Vec::new(),
+            write: true,
+            out: o.out.clone(),
+            render: None,
+        };
+        let section = report(&ro, &rows, &physical, &net, elapsed, &machine_line);
+        write_section(&o.out, &section).map_err(|e| format!("{}: {e}", o.out.display()))
+    }
+
+    fn report(
+        o: &Opts,
+        rows: &[Value],
+        physical: &[Value],
+        net: &str,
+        elapsed: f64,
+        machine: &str,
+    ) -> String {
         let mut s = String::new();
         let cmd = if o.suite == "quick" {
             "cargo run --release -p starling-bench --features peers -- --suite quick --write"
@@ -413,8 +512,8 @@ mod enabled {
         s.push_str(
             "Generated by the benchmark itself; do not edit by hand (between the markers).\n\n",
         );
-        s.push_str(&format!("- Command: `{cmd}` (suite `{}`, {} repetition(s), interleaved starling, iroh-gossip, libp2p-gossipsub per workload; {:.0} s).\n", o.suite, o.reps, elapsed));
-        s.push_str(&format!("- Machine: {}.\n", machine()));
+        s.push_str(&format!("- Command: `{cmd}` (suite `{}`, {} repetition(s), interleaved starling, iroh-gossip, libp2p-gossipsub per workload; {}).\n", o.suite, o.reps, if elapsed > 0.0 { format!("{elapsed:.0} s") } else { "duration not recorded".into() }));
+        s.push_str(&format!("- Machine: {machine}.\n"));
         s.push_str("- The machine is shared with other jobs while this runs: absolute figures are noisy; the ratios come from interleaved runs under the same conditions.\n");
         s.push_str(&format!(
             "- Starling {} (this commit); {VERSIONS}; rustc 1.95.\n",
@@ -623,10 +722,13 @@ mod enabled {
             s.push('\n');
         }
         s.push_str(SETTINGS);
+        s.push_str(NOTES);
         s
     }
 
     const SETTINGS: &str = include_str!("peers_settings.md");
+    /// Why starling loses where it loses (profiles and counters of the committed run).
+    const NOTES: &str = include_str!("peers_notes.md");
 
     const BEGIN: &str = "<!-- peers:begin -->";
     const END: &str = "<!-- peers:end -->";
