@@ -145,7 +145,7 @@ mod enabled {
                 v.push(Workload::Broadcast {
                     nodes: n,
                     payload: p,
-                    messages: if quick { 50 } else { 200 },
+                    messages: if quick { 30 } else { 200 },
                     // Unsaturated: the latency of a paced stream, not of a queue.
                     interval: Duration::from_millis(if p > 1024 { 50 } else { 20 }),
                 });
@@ -155,7 +155,7 @@ mod enabled {
             v.push(Workload::Broadcast {
                 nodes: 10,
                 payload: 16 * 1024,
-                messages: 50,
+                messages: 30,
                 interval: Duration::from_millis(50),
             });
         }
@@ -163,12 +163,12 @@ mod enabled {
             v.push(Workload::Throughput {
                 nodes: 10,
                 publishers,
-                duration: Duration::from_secs(if quick { 2 } else { 4 }),
+                duration: Duration::from_millis(if quick { 1500 } else { 4000 }),
             });
         }
         v.push(Workload::Churn {
             nodes: if quick { 20 } else { 50 },
-            after: Duration::from_secs(if quick { 4 } else { 10 }),
+            after: Duration::from_secs(if quick { 3 } else { 10 }),
         });
         v.push(Workload::Join {
             nodes: if quick { 10 } else { 30 },
