@@ -36,6 +36,14 @@ use starling_core::proto::Verify;
 use starling_core::wire::{Broadcast, SignedMessage, TopicId};
 
 mod faults;
+// The peer comparison (`--suite all|peers|quick`, feature `peers`): see peers.rs.
+mod peers;
+#[cfg(feature = "peers")]
+mod physical;
+#[cfg(feature = "peers")]
+mod systems;
+#[cfg(feature = "peers")]
+mod workload;
 
 struct Args {
     nodes: usize,
@@ -88,7 +96,9 @@ fn parse_args() -> Result<Args, String> {
     }
     match suite.as_deref() {
         Some("node") => Ok(args),
-        other => Err(format!("--suite node is the only suite (got {other:?})")),
+        other => Err(format!(
+            "unknown suite {other:?}: node, or all/peers/quick (the peer comparison)"
+        )),
     }
 }
 
@@ -626,6 +636,9 @@ fn idle_workload(args: &Args) -> Value {
 fn main() {
     // `--suite faults` (fault injection) parses its own arguments: bench/src/faults.rs.
     if let Some(code) = faults::main_if_selected() {
+        std::process::exit(code);
+    }
+    if let Some(code) = peers::dispatch() {
         std::process::exit(code);
     }
     let args = match parse_args() {
