@@ -2,11 +2,11 @@
 # The C side of libstarling: builds the library, checks that include/starling.h matches
 # the Rust sources, installs a C SDK prefix, builds the examples and C tests with CMake
 # (shared and static) and plain make, runs ctest, then runs the C tests under valgrind
-# and under AddressSanitizer. Called by scripts/test-all.sh; .ci/run installs the tools.
+# and under AddressSanitizer. Called by scripts/test-all.sh; scripts/install-test-deps.sh installs the tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CBINDGEN_VERSION=0.29.4 # keep in step with .ci/run
+CBINDGEN_VERSION=0.29.4 # keep in step with scripts/install-test-deps.sh
 step() { printf '\n==> c: %s\n' "$*"; }
 
 missing=()
@@ -15,10 +15,10 @@ for tool in cc cmake make pkg-config valgrind cbindgen; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "${STARLING_REQUIRE_C_TEST:-0}" = 1 ]; then
-        echo "error: missing for the C tests: ${missing[*]} (see .ci/run)" >&2
+        echo "error: missing for the C tests: ${missing[*]} (see scripts/install-test-deps.sh)" >&2
         exit 1
     fi
-    echo "skipped: the C tests need ${missing[*]} (.ci/run installs them)"
+    echo "skipped: the C tests need ${missing[*]} (scripts/install-test-deps.sh installs them)"
     exit 0
 fi
 

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for tool in java mvn; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found (.ci/run installs it)" >&2; exit 1; }
+    command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found (scripts/install-test-deps.sh installs it)" >&2; exit 1; }
 done
 
 profile="${PROFILE:-debug}"

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for tool in clang gcc nm python3; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found (.ci/run installs clang)" >&2; exit 1; }
+    command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found (scripts/install-test-deps.sh installs clang)" >&2; exit 1; }
 done
 
 target="${CARGO_TARGET_DIR:-target}"

@@ -338,7 +338,8 @@ pub struct Message {
 /// What a [`Subscription`] yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
-    /// A message (each once, in per-author order).
+    /// A message (each once, in per-author order from the first message this subscriber
+    /// received from its author; see docs/ARCHITECTURE.md, Known limitations).
     Message(Message),
     /// Someone's presence on the topic changed.
     Presence(PresenceEvent),
@@ -877,7 +878,8 @@ impl Node {
         self.send(Command::ClearPresence(topic))
     }
 
-    /// Everyone online on `topic` as seen here (empty if not a member).
+    /// The other peers online on `topic` as seen here; this node itself is not listed
+    /// (empty if not a member).
     pub fn online(&self, topic: TopicId) -> Result<Vec<PresenceEntry>, Error> {
         self.call(|reply| Command::Online { topic, reply })
     }

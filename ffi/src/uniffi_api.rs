@@ -211,8 +211,8 @@ impl Node {
         Ok(self.inner.clear_presence(self::topic(&topic)?)?)
     }
 
-    /// Everyone online on `topic` as this node sees it, itself included when it announced
-    /// presence (empty if this node is not a member of the topic).
+    /// The other peers online on `topic` as this node sees it; this node itself is not
+    /// listed (empty if this node is not a member of the topic).
     pub fn online(&self, topic: String) -> Result<Vec<PresenceEntry>, StarlingError> {
         let entries = self.inner.online(self::topic(&topic)?)?;
         Ok(entries.into_iter().map(PresenceEntry::from).collect())

@@ -411,7 +411,7 @@ class Node:
         self._inner.clear_presence(topic)
 
     def online(self, topic: str) -> List[PresenceEntry]:
-        """Everyone online on ``topic`` as this node sees it."""
+        """The other peers online on ``topic`` as this node sees it (this node itself is not listed)."""
         return self._inner.online(topic)
 
     # Callbacks

@@ -1463,8 +1463,8 @@ public protocol NodeProtocol: AnyObject, Sendable {
     func localAddrs()  -> [String]
     
     /**
-     * Everyone online on `topic` as this node sees it, itself included when it announced
-     * presence (empty if this node is not a member of the topic).
+     * The other peers online on `topic` as this node sees it; this node itself is not
+     * listed (empty if this node is not a member of the topic).
      */
     func online(topic: String) throws  -> [PresenceEntry]
     
@@ -1713,8 +1713,8 @@ open func localAddrs() -> [String]  {
 }
     
     /**
-     * Everyone online on `topic` as this node sees it, itself included when it announced
-     * presence (empty if this node is not a member of the topic).
+     * The other peers online on `topic` as this node sees it; this node itself is not
+     * listed (empty if this node is not a member of the topic).
      */
 open func online(topic: String)throws  -> [PresenceEntry]  {
     return try  FfiConverterSequenceTypePresenceEntry.lift(try rustCallWithError(FfiConverterTypeStarlingError_lift) {
@@ -4067,7 +4067,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_starling_checksum_method_node_local_addrs() != 14382) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_starling_checksum_method_node_online() != 44223) {
+    if (uniffi_starling_checksum_method_node_online() != 28052) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_starling_checksum_method_node_publish() != 47854) {

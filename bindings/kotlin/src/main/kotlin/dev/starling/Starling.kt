@@ -187,7 +187,7 @@ class Node private constructor(private val raw: dev.starling.ffi.Node) : AutoClo
     /** Announces that this node is no longer online on [topic]. */
     fun clearPresence(topic: String) = ffi { raw.clearPresence(topic) }
 
-    /** Everyone online on [topic] as this node sees it (itself included if announced). */
+    /** The other peers online on [topic] as this node sees it (this node itself is not listed). */
     fun online(topic: String): List<PresenceEntry> = ffi { raw.online(topic) }
 
     /** A snapshot of the node's counters. */

@@ -1134,7 +1134,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_starling_checksum_method_node_local_addrs() and 0xFFFF) != 14382) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_starling_checksum_method_node_online() and 0xFFFF) != 44223) {
+    if ((lib.uniffi_starling_checksum_method_node_online() and 0xFFFF) != 28052) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_starling_checksum_method_node_publish() and 0xFFFF) != 47854) {
@@ -3026,8 +3026,8 @@ public interface NodeInterface {
     fun `localAddrs`(): List<kotlin.String>
     
     /**
-     * Everyone online on `topic` as this node sees it, itself included when it announced
-     * presence (empty if this node is not a member of the topic).
+     * The other peers online on `topic` as this node sees it; this node itself is not
+     * listed (empty if this node is not a member of the topic).
      */
     fun `online`(`topic`: kotlin.String): List<PresenceEntry>
     
@@ -3376,8 +3376,8 @@ open class Node: Disposable, AutoCloseable, NodeInterface
 
     
     /**
-     * Everyone online on `topic` as this node sees it, itself included when it announced
-     * presence (empty if this node is not a member of the topic).
+     * The other peers online on `topic` as this node sees it; this node itself is not
+     * listed (empty if this node is not a member of the topic).
      */
     @Throws(StarlingException::class)override fun `online`(`topic`: kotlin.String): List<PresenceEntry> {
             return FfiConverterSequenceTypePresenceEntry.lift(
