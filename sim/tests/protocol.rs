@@ -384,3 +384,23 @@ fn presence_snapshot_reaches_a_late_joiner_and_crashes_are_noticed() {
     let leaver = sim.nodes[4].id;
     assert!(!sim.state(0).unwrap().is_online(&topic(), &leaver));
 }
+
+#[test]
+fn a_node_subscribed_before_joining_enters_the_topic_as_soon_as_a_neighbour_has_it() {
+    // Its first topic walk ran with no neighbour at all; the neighbour's topic list must
+    // start the topic join at once, not at the walk retry 1 s later.
+    let mut sim = network(10, 11);
+    let newcomer = sim.add_node();
+    sim.with(newcomer, |s, now| s.subscribe(topic(), now))
+        .unwrap()
+        .unwrap();
+    sim.join(newcomer, 0);
+    sim.run_for(Duration::from_millis(700));
+    let neighbours = sim
+        .with(newcomer, |s, _| s.topic_neighbors(&topic()))
+        .unwrap();
+    assert!(
+        !neighbours.is_empty(),
+        "700 ms after joining, the newcomer still has no neighbour on the topic"
+    );
+}

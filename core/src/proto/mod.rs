@@ -1184,7 +1184,22 @@ impl State {
         match msg {
             DiscoveryMsg::Topics(topics) => {
                 if self.global.is_active(&from) {
+                    // A topic we are alone on that this neighbour has: join it now rather
+                    // than at the next walk retry (a new node's first walk ran before it
+                    // had any neighbour, so it would wait a full retry interval).
+                    let alone: Vec<TopicId> = topics
+                        .iter()
+                        .filter(|t| {
+                            self.topics
+                                .get(t)
+                                .is_some_and(|s| s.membership.active().is_empty())
+                        })
+                        .copied()
+                        .collect();
                     self.directory.set_neighbor_topics(from, topics);
+                    for topic in alone {
+                        self.discover(topic, now);
+                    }
                 }
             }
             DiscoveryMsg::FindTopic { topic, origin, ttl } => {
