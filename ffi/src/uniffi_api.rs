@@ -13,6 +13,7 @@
 //!   workers, so a slow host callback delays only its own topic (its queue overflows and
 //!   the lag listeners hear about it) and never the protocol.
 
+mod admission;
 mod listeners;
 mod types;
 
@@ -25,6 +26,7 @@ use parking_lot::{Mutex, RwLock};
 use starling_core::node::{self as core, Item, RecvError};
 use starling_core::wire::TopicId;
 
+pub use admission::{issue_credential, public_key, AdmissionPolicy};
 pub use listeners::{
     set_log_listener, LagListener, ListenerHandle, LogListener, MessageListener, PresenceListener,
 };
@@ -132,12 +134,19 @@ impl Node {
     /// the identity file cannot be set up.
     #[uniffi::constructor]
     pub fn new(config: Config) -> Result<Arc<Node>, StarlingError> {
-        let inner = core::Node::start(config.into_core()?)?;
-        Ok(Arc::new(Node {
-            inner,
-            hubs: Arc::new(Mutex::new(HashMap::new())),
-            closed: AtomicBool::new(false),
-        }))
+        Self::start(config, None)
+    }
+
+    /// As `new`, with the application's admission `policy` deciding which peers may
+    /// connect (see [`AdmissionPolicy`]: it runs on the network threads, must be quick,
+    /// and a policy that throws refuses the peer). Refusals are counted in
+    /// `Stats.refused["admission_hook"]`.
+    #[uniffi::constructor]
+    pub fn with_admission(
+        config: Config,
+        policy: Arc<dyn AdmissionPolicy>,
+    ) -> Result<Arc<Node>, StarlingError> {
+        Self::start(config, Some(policy))
     }
 
     /// This node's identity: its Ed25519 public key as 64 hex digits.
@@ -267,6 +276,18 @@ impl Node {
 }
 
 impl Node {
+    fn start(
+        config: Config,
+        policy: Option<Arc<dyn AdmissionPolicy>>,
+    ) -> Result<Arc<Node>, StarlingError> {
+        let inner = core::Node::start(config.into_core(policy)?)?;
+        Ok(Arc::new(Node {
+            inner,
+            hubs: Arc::new(Mutex::new(HashMap::new())),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
     fn register(
         &self,
         topic: String,

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use starling_core::identity::Keypair;
 use starling_core::node::{self as core, Item};
+
+use super::admission::{self, AdmissionPolicy};
 
 /// Everything a node needs. Every field has a default, so bindings can set only what
 /// they care about.
@@ -42,10 +45,31 @@ pub struct Config {
     /// Items buffered per subscription before the oldest are dropped (≥ 1).
     #[uniffi(default = 1024)]
     pub subscription_queue: u32,
+    /// The 32-byte secret seed of the node's identity key (keep it secret), for a fixed
+    /// identity without a key file; not together with `identity_file`. `public_key(seed)`
+    /// gives the node's id.
+    #[uniffi(default = None)]
+    pub identity_seed: Option<Vec<u8>>,
+    /// When set, exactly these peers (64 hex digits each) may connect, in and out; an
+    /// empty list refuses everyone. With an admission policy too, both must admit.
+    #[uniffi(default = None)]
+    pub allowlist: Option<Vec<String>>,
+    /// Private network: the network authority's public key (64 hex digits, what
+    /// `starling authority new` prints). Set together with `credential`.
+    #[uniffi(default = None)]
+    pub authority: Option<String>,
+    /// Private network: this node's credential (`"starling-credential-v1 <hex>"`), issued
+    /// by `authority` for this node's identity and `network_id`. Peers without a valid
+    /// credential from the same authority are refused.
+    #[uniffi(default = None)]
+    pub credential: Option<String>,
 }
 
 impl Config {
-    pub(crate) fn into_core(self) -> Result<core::Config, StarlingError> {
+    pub(crate) fn into_core(
+        self,
+        policy: Option<std::sync::Arc<dyn AdmissionPolicy>>,
+    ) -> Result<core::Config, StarlingError> {
         let advertise = self
             .advertise
             .iter()
@@ -58,15 +82,59 @@ impl Config {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let identity = match self.identity_file {
-            Some(path) if path.is_empty() => {
+        let identity = match (self.identity_file, self.identity_seed) {
+            (Some(_), Some(_)) => {
+                return Err(StarlingError::new(
+                    ErrorKind::InvalidConfig,
+                    "set identity_file or identity_seed, not both",
+                ))
+            }
+            (None, Some(seed)) => {
+                let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| {
+                    StarlingError::new(
+                        ErrorKind::InvalidConfig,
+                        format!("identity_seed must be 32 bytes, not {}", seed.len()),
+                    )
+                })?;
+                core::Identity::Key(Keypair::from_seed(seed))
+            }
+            (Some(path), None) if path.is_empty() => {
                 return Err(StarlingError::new(
                     ErrorKind::InvalidConfig,
                     "identity_file must not be empty (use none for a fresh identity)",
                 ))
             }
-            Some(path) => core::Identity::File(PathBuf::from(path)),
-            None => core::Identity::Generate,
+            (Some(path), None) => core::Identity::File(PathBuf::from(path)),
+            (None, None) => core::Identity::Generate,
+        };
+        let allowlist = self
+            .allowlist
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| admission::peer_id(id, "allowlist entry", ErrorKind::InvalidConfig))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let (authority, credential) = match (self.authority, self.credential) {
+            (None, None) => (None, None),
+            (Some(authority), Some(credential)) => {
+                let authority =
+                    admission::peer_id(&authority, "authority", ErrorKind::InvalidConfig)?;
+                // With a seed the node's id is known now; otherwise the core checks the
+                // peer at start (InvalidConfig).
+                let me = match &identity {
+                    core::Identity::Key(k) => Some(k.peer_id()),
+                    _ => None,
+                };
+                let cred = admission::credential(&authority, &credential, me, &self.network_id)?;
+                (Some(authority), Some(cred))
+            }
+            _ => {
+                return Err(StarlingError::new(
+                    ErrorKind::InvalidConfig,
+                    "a private network needs both authority and credential",
+                ))
+            }
         };
         Ok(core::Config {
             bind: self.bind,
@@ -78,6 +146,9 @@ impl Config {
             presence_ttl: Duration::from_millis(self.presence_ttl_ms),
             worker_threads: self.worker_threads as usize,
             subscription_queue: self.subscription_queue as usize,
+            authority,
+            credential,
+            admission: admission::hook(allowlist, policy),
             ..core::Config::default()
         })
     }
@@ -96,6 +167,9 @@ pub enum ErrorKind {
     InvalidConfig,
     /// An argument is invalid (e.g. an empty topic name).
     InvalidArgument,
+    /// A private-network credential is malformed, signed by another authority, forged,
+    /// expired, or issued for another peer or network.
+    InvalidCredential,
     /// The identity key file could not be read or created.
     Identity,
     /// The network endpoint could not be set up (e.g. the address is in use).
@@ -367,6 +441,15 @@ pub struct Stats {
     pub delivered: u64,
     /// Things dropped, by reason (`send_queue_full`, `subscriber_lagged`, `bad_frame`, …).
     pub drops: HashMap<String, u64>,
+    /// Connections refused, by reason: `admission_hook` (the policy or allowlist),
+    /// `banned`, `connection_limit`, `credential_<why>` (missing, expired,
+    /// wrong_authority, wrong_peer, wrong_network, bad_signature, malformed).
+    pub refused: HashMap<String, u64>,
+    /// Peers disconnected and kept out for breaking the protocol, by reason (`bad_frame`,
+    /// `bad_signature`, `message_rate`, …).
+    pub cut_off: HashMap<String, u64>,
+    /// Peers currently kept out (ban back-off running).
+    pub banned: u64,
 }
 
 impl From<core::Stats> for Stats {
@@ -383,6 +466,9 @@ impl From<core::Stats> for Stats {
             published: s.published,
             delivered: s.delivered,
             drops: s.drops.into_iter().collect(),
+            refused: s.refused.into_iter().collect(),
+            cut_off: s.cut_off.into_iter().collect(),
+            banned: s.banned as u64,
         }
     }
 }

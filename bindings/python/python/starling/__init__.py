@@ -17,6 +17,10 @@ with :meth:`Node.on_message`, :meth:`Node.on_presence` and :meth:`Node.on_lag`. 
 run on a delivery thread of the library (one per topic), never on the network threads;
 an exception in a callback is logged (logger ``starling``) and delivery continues.
 
+Who may connect: ``Node(admission=callable)`` (``callable(peer_id) -> bool``, asked on the
+network threads: keep it quick; one that raises refuses the peer), ``allowlist=[ids]``,
+and private networks (``authority=``, ``credential=``; see :func:`issue_credential`).
+
 Every failure raises :class:`StarlingError`; its ``kind`` (an :class:`ErrorKind`) is
 stable, its text may change.
 """
@@ -59,6 +63,8 @@ __all__ = [
     "ErrorKind",
     "LogLevel",
     "forward_logs",
+    "issue_credential",
+    "public_key",
     "library_version",
     "topic_id",
 ]
@@ -102,6 +108,19 @@ _check_library(__version__, library_version())
 def topic_id(name: str) -> str:
     """The 64-hex-digit id of a topic name (BLAKE3 of its UTF-8 bytes)."""
     return _ffi.topic_id(name)
+
+
+def public_key(seed: bytes) -> str:
+    """The public key (peer id, 64 hex digits) of a 32-byte secret ``seed``: the id of a
+    node started with ``identity_seed=seed``, or a network authority's public key."""
+    return _ffi.public_key(bytes(seed))
+
+
+def issue_credential(authority_seed: bytes, peer_id: str, network_id: str, expires_unix: int) -> str:
+    """As the authority of a private network (secret ``authority_seed``, 32 bytes; keep it
+    off the nodes): a credential admitting ``peer_id`` to ``network_id`` until
+    ``expires_unix`` (Unix seconds), in text form (``"starling-credential-v1 <hex>"``)."""
+    return _ffi.issue_credential(bytes(authority_seed), peer_id, network_id, expires_unix)
 
 
 class Lagged:
@@ -310,6 +329,20 @@ class _LagAdapter(_ffi.LagListener):
         _guarded("lag", self._callback, topic, dropped)
 
 
+class _AdmissionAdapter(_ffi.AdmissionPolicy):
+    def __init__(self, callback: Callable[[str], object]) -> None:
+        self._callback = callback
+
+    def allow(self, peer_id: str) -> bool:
+        # Raising into the library would be an unexpected error on a network thread:
+        # refuse the peer and log instead.
+        try:
+            return bool(self._callback(peer_id))
+        except BaseException:  # noqa: BLE001 - a policy must not break the node
+            _log.exception("starling admission policy raised; refusing peer %s", peer_id)
+            return False
+
+
 class Node:
     """A Starling node. Start it with its configuration; stop it with :meth:`close` or a
     ``with`` block. All arguments are optional:
@@ -323,10 +356,22 @@ class Node:
     - ``presence_ttl``: seconds a presence announcement lives without refresh (default 60);
     - ``worker_threads``: network threads (default 2);
     - ``subscription_queue``: items buffered per subscription (default 1,024);
-    - ``advertise``: addresses to advertise instead of the derived ones.
+    - ``advertise``: addresses to advertise instead of the derived ones;
+    - ``identity_seed``: 32 secret bytes for a fixed identity without a key file
+      (:func:`public_key` gives its id);
+    - ``admission``: ``callable(peer_id) -> bool`` deciding which peers may connect
+      (inbound, and outbound before and after the handshake). It runs on the node's
+      network threads, which handle no traffic meanwhile: keep it quick, do not call the
+      node from it. If it raises, the peer is refused (and the exception logged);
+    - ``allowlist``: only these peer ids (64 hex digits) may connect (with ``admission``
+      too, both must admit);
+    - ``authority``, ``credential``: a private network: the authority's public key (64
+      hex digits) and this node's credential text; peers without a valid credential from
+      the same authority are refused.
 
-    Raises :class:`StarlingError` (``INVALID_BIND``, ``INVALID_BOOTSTRAP``,
-    ``INVALID_CONFIG``, ``TRANSPORT``, ``IDENTITY``…) if it cannot start.
+    Refusals are counted in ``stats().refused`` by reason. Raises :class:`StarlingError`
+    (``INVALID_BIND``, ``INVALID_BOOTSTRAP``, ``INVALID_CONFIG``, ``INVALID_CREDENTIAL``,
+    ``TRANSPORT``, ``IDENTITY``…) if it cannot start.
     """
 
     def __init__(
@@ -341,6 +386,11 @@ class Node:
         worker_threads: int = 2,
         subscription_queue: int = 1024,
         advertise: Iterable[str] = (),
+        identity_seed: Optional[bytes] = None,
+        admission: Optional[Callable[[str], object]] = None,
+        allowlist: Optional[Iterable[str]] = None,
+        authority: Optional[str] = None,
+        credential: Optional[str] = None,
     ) -> None:
         if isinstance(bootstrap, str):
             bootstrap = [bootstrap]
@@ -354,8 +404,17 @@ class Node:
             presence_ttl_ms=int(presence_ttl * 1000),
             worker_threads=worker_threads,
             subscription_queue=subscription_queue,
+            identity_seed=None if identity_seed is None else bytes(identity_seed),
+            allowlist=None if allowlist is None else list(allowlist),
+            authority=authority,
+            credential=credential,
         )
-        self._inner = _ffi.Node(config)
+        if admission is None:
+            self._inner = _ffi.Node(config)
+        else:
+            if not callable(admission):
+                raise TypeError("admission must be a callable(peer_id) -> bool")
+            self._inner = _ffi.Node.with_admission(config, _AdmissionAdapter(admission))
         self._listeners: "set[Listener]" = set()
 
     # Identity and addresses

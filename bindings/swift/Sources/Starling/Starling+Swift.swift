@@ -90,7 +90,25 @@ private final class LagRelay: LagListener, @unchecked Sendable {
     func onLagged(topic: String, dropped: UInt64) { continuation.yield(dropped) }
 }
 
+/// An admission closure as the generated `AdmissionPolicy`.
+private final class ClosurePolicy: AdmissionPolicy, @unchecked Sendable {
+    let decide: @Sendable (String) -> Bool
+    init(_ decide: @escaping @Sendable (String) -> Bool) { self.decide = decide }
+    func allow(peerId: String) -> Bool { decide(peerId) }
+}
+
 public extension Node {
+    /// Starts a node whose `admission` closure decides which peers may connect:
+    /// `admission(peerId)` (64 hex digits) returns true to admit. It is asked for every
+    /// inbound connection and every outbound one (before the dial and after its handshake)
+    /// on the node's network threads, which handle no traffic meanwhile: keep it quick (an
+    /// in-memory lookup) and do not call the node from it. Refusals are counted in
+    /// `stats().refused["admission_hook"]`. For a fixed list use `Config.allowlist`; for a
+    /// private network `Config.authority` and `Config.credential`.
+    static func withAdmission(config: Config, admission: @escaping @Sendable (String) -> Bool) throws -> Node {
+        try Node.withAdmission(config: config, policy: ClosurePolicy(admission))
+    }
+
     /// Starts a node on `bind` (default: loopback, any port) joining through `bootstrap`.
     convenience init(bind: String = "127.0.0.1:0", bootstrap: [String] = [], networkId: String = "starling") throws {
         try self.init(config: Config(bind: bind, bootstrap: bootstrap, networkId: networkId))

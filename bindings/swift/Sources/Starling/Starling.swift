@@ -608,6 +608,227 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 
 /**
+ * The application's allow/deny decision on a peer, given at node construction
+ * (`Node.with_admission`).
+ */
+public protocol AdmissionPolicy: AnyObject, Sendable {
+    
+    /**
+     * Returns true to admit `peer_id` (64 hex digits). Asked for every inbound connection
+     * once the handshake proved the peer's key, and for every outbound one before the dial
+     * and again after its handshake. It runs on the node's network threads and the node
+     * handles no traffic meanwhile: keep it quick (an in-memory lookup) and do not call
+     * the node from it (the call would time out). A policy that throws refuses the peer.
+     */
+    func allow(peerId: String)  -> Bool
+    
+}
+/**
+ * The application's allow/deny decision on a peer, given at node construction
+ * (`Node.with_admission`).
+ */
+open class AdmissionPolicyImpl: AdmissionPolicy, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_starling_fn_clone_admissionpolicy(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_starling_fn_free_admissionpolicy(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Returns true to admit `peer_id` (64 hex digits). Asked for every inbound connection
+     * once the handshake proved the peer's key, and for every outbound one before the dial
+     * and again after its handshake. It runs on the node's network threads and the node
+     * handles no traffic meanwhile: keep it quick (an in-memory lookup) and do not call
+     * the node from it (the call would time out). A policy that throws refuses the peer.
+     */
+open func allow(peerId: String) -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_starling_fn_method_admissionpolicy_allow(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(peerId),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceAdmissionPolicy {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceAdmissionPolicy = UniffiVTableCallbackInterfaceAdmissionPolicy(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeAdmissionPolicy.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface AdmissionPolicy: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeAdmissionPolicy.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface AdmissionPolicy: handle missing in uniffiClone")
+            }
+        },
+        allow: { (
+            uniffiHandle: UInt64,
+            peerId: RustBuffer,
+            uniffiOutReturn: UnsafeMutablePointer<Int8>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> Bool in
+                guard let uniffiObj = try? FfiConverterTypeAdmissionPolicy.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.allow(
+                     peerId: try FfiConverterString.lift(peerId)
+                )
+            }
+
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterBool.lower($0) }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceAdmissionPolicy> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceAdmissionPolicy>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitAdmissionPolicy() {
+    uniffi_starling_fn_init_callback_vtable_admissionpolicy(UniffiCallbackInterfaceAdmissionPolicy.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdmissionPolicy: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<AdmissionPolicy>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = AdmissionPolicy
+
+    public static func lift(_ handle: UInt64) throws -> AdmissionPolicy {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return AdmissionPolicyImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: AdmissionPolicy) -> UInt64 {
+         if let rustImpl = value as? AdmissionPolicyImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AdmissionPolicy {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: AdmissionPolicy, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdmissionPolicy_lift(_ handle: UInt64) throws -> AdmissionPolicy {
+    return try FfiConverterTypeAdmissionPolicy.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdmissionPolicy_lower(_ value: AdmissionPolicy) -> UInt64 {
+    return FfiConverterTypeAdmissionPolicy.lower(value)
+}
+
+
+
+
+
+
+/**
  * Told when a topic's listeners were too slow and items were dropped.
  */
 public protocol LagListener: AnyObject, Sendable {
@@ -1568,6 +1789,22 @@ public convenience init(config: Config)throws  {
     }
 
     
+    /**
+     * As `new`, with the application's admission `policy` deciding which peers may
+     * connect (see [`AdmissionPolicy`]: it runs on the network threads, must be quick,
+     * and a policy that throws refuses the peer). Refusals are counted in
+     * `Stats.refused["admission_hook"]`.
+     */
+public static func withAdmission(config: Config, policy: AdmissionPolicy)throws  -> Node  {
+    return try  FfiConverterTypeNode_lift(try rustCallWithError(FfiConverterTypeStarlingError_lift) {
+        uniffiCallStatus in
+    uniffi_starling_fn_constructor_node_with_admission(
+        FfiConverterTypeConfig_lower(config),
+        FfiConverterTypeAdmissionPolicy_lower(policy),uniffiCallStatus
+    )
+})
+}
+    
 
     
     /**
@@ -2350,6 +2587,28 @@ public struct Config: Equatable, Hashable {
      * Items buffered per subscription before the oldest are dropped (≥ 1).
      */
     public var subscriptionQueue: UInt32
+    /**
+     * The 32-byte secret seed of the node's identity key (keep it secret), for a fixed
+     * identity without a key file; not together with `identity_file`. `public_key(seed)`
+     * gives the node's id.
+     */
+    public var identitySeed: Data?
+    /**
+     * When set, exactly these peers (64 hex digits each) may connect, in and out; an
+     * empty list refuses everyone. With an admission policy too, both must admit.
+     */
+    public var allowlist: [String]?
+    /**
+     * Private network: the network authority's public key (64 hex digits, what
+     * `starling authority new` prints). Set together with `credential`.
+     */
+    public var authority: String?
+    /**
+     * Private network: this node's credential (`"starling-credential-v1 <hex>"`), issued
+     * by `authority` for this node's identity and `network_id`. Peers without a valid
+     * credential from the same authority are refused.
+     */
+    public var credential: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2383,7 +2642,25 @@ public struct Config: Equatable, Hashable {
          */workerThreads: UInt32 = UInt32(2), 
         /**
          * Items buffered per subscription before the oldest are dropped (≥ 1).
-         */subscriptionQueue: UInt32 = UInt32(1024)) {
+         */subscriptionQueue: UInt32 = UInt32(1024), 
+        /**
+         * The 32-byte secret seed of the node's identity key (keep it secret), for a fixed
+         * identity without a key file; not together with `identity_file`. `public_key(seed)`
+         * gives the node's id.
+         */identitySeed: Data? = nil, 
+        /**
+         * When set, exactly these peers (64 hex digits each) may connect, in and out; an
+         * empty list refuses everyone. With an admission policy too, both must admit.
+         */allowlist: [String]? = nil, 
+        /**
+         * Private network: the network authority's public key (64 hex digits, what
+         * `starling authority new` prints). Set together with `credential`.
+         */authority: String? = nil, 
+        /**
+         * Private network: this node's credential (`"starling-credential-v1 <hex>"`), issued
+         * by `authority` for this node's identity and `network_id`. Peers without a valid
+         * credential from the same authority are refused.
+         */credential: String? = nil) {
         self.bind = bind
         self.bootstrap = bootstrap
         self.advertise = advertise
@@ -2393,6 +2670,10 @@ public struct Config: Equatable, Hashable {
         self.presenceTtlMs = presenceTtlMs
         self.workerThreads = workerThreads
         self.subscriptionQueue = subscriptionQueue
+        self.identitySeed = identitySeed
+        self.allowlist = allowlist
+        self.authority = authority
+        self.credential = credential
     }
 
     
@@ -2419,7 +2700,11 @@ public struct FfiConverterTypeConfig: FfiConverterRustBuffer {
                 maxPayload: FfiConverterUInt32.read(from: &buf), 
                 presenceTtlMs: FfiConverterUInt64.read(from: &buf), 
                 workerThreads: FfiConverterUInt32.read(from: &buf), 
-                subscriptionQueue: FfiConverterUInt32.read(from: &buf)
+                subscriptionQueue: FfiConverterUInt32.read(from: &buf), 
+                identitySeed: FfiConverterOptionData.read(from: &buf), 
+                allowlist: FfiConverterOptionSequenceString.read(from: &buf), 
+                authority: FfiConverterOptionString.read(from: &buf), 
+                credential: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -2433,6 +2718,10 @@ public struct FfiConverterTypeConfig: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.presenceTtlMs, into: &buf)
         FfiConverterUInt32.write(value.workerThreads, into: &buf)
         FfiConverterUInt32.write(value.subscriptionQueue, into: &buf)
+        FfiConverterOptionData.write(value.identitySeed, into: &buf)
+        FfiConverterOptionSequenceString.write(value.allowlist, into: &buf)
+        FfiConverterOptionString.write(value.authority, into: &buf)
+        FfiConverterOptionString.write(value.credential, into: &buf)
     }
 }
 
@@ -2957,6 +3246,21 @@ public struct Stats: Equatable, Hashable {
      * Things dropped, by reason (`send_queue_full`, `subscriber_lagged`, `bad_frame`, …).
      */
     public var drops: [String: UInt64]
+    /**
+     * Connections refused, by reason: `admission_hook` (the policy or allowlist),
+     * `banned`, `connection_limit`, `credential_<why>` (missing, expired,
+     * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed).
+     */
+    public var refused: [String: UInt64]
+    /**
+     * Peers disconnected and kept out for breaking the protocol, by reason (`bad_frame`,
+     * `bad_signature`, `message_rate`, …).
+     */
+    public var cutOff: [String: UInt64]
+    /**
+     * Peers currently kept out (ban back-off running).
+     */
+    public var banned: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2993,7 +3297,19 @@ public struct Stats: Equatable, Hashable {
          */delivered: UInt64, 
         /**
          * Things dropped, by reason (`send_queue_full`, `subscriber_lagged`, `bad_frame`, …).
-         */drops: [String: UInt64]) {
+         */drops: [String: UInt64], 
+        /**
+         * Connections refused, by reason: `admission_hook` (the policy or allowlist),
+         * `banned`, `connection_limit`, `credential_<why>` (missing, expired,
+         * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed).
+         */refused: [String: UInt64], 
+        /**
+         * Peers disconnected and kept out for breaking the protocol, by reason (`bad_frame`,
+         * `bad_signature`, `message_rate`, …).
+         */cutOff: [String: UInt64], 
+        /**
+         * Peers currently kept out (ban back-off running).
+         */banned: UInt64) {
         self.peers = peers
         self.neighbors = neighbors
         self.topics = topics
@@ -3005,6 +3321,9 @@ public struct Stats: Equatable, Hashable {
         self.published = published
         self.delivered = delivered
         self.drops = drops
+        self.refused = refused
+        self.cutOff = cutOff
+        self.banned = banned
     }
 
     
@@ -3033,7 +3352,10 @@ public struct FfiConverterTypeStats: FfiConverterRustBuffer {
                 timerWakeups: FfiConverterUInt64.read(from: &buf), 
                 published: FfiConverterUInt64.read(from: &buf), 
                 delivered: FfiConverterUInt64.read(from: &buf), 
-                drops: FfiConverterDictionaryStringUInt64.read(from: &buf)
+                drops: FfiConverterDictionaryStringUInt64.read(from: &buf), 
+                refused: FfiConverterDictionaryStringUInt64.read(from: &buf), 
+                cutOff: FfiConverterDictionaryStringUInt64.read(from: &buf), 
+                banned: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -3049,6 +3371,9 @@ public struct FfiConverterTypeStats: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.published, into: &buf)
         FfiConverterUInt64.write(value.delivered, into: &buf)
         FfiConverterDictionaryStringUInt64.write(value.drops, into: &buf)
+        FfiConverterDictionaryStringUInt64.write(value.refused, into: &buf)
+        FfiConverterDictionaryStringUInt64.write(value.cutOff, into: &buf)
+        FfiConverterUInt64.write(value.banned, into: &buf)
     }
 }
 
@@ -3091,6 +3416,11 @@ public enum ErrorKind: Equatable, Hashable {
      * An argument is invalid (e.g. an empty topic name).
      */
     case invalidArgument
+    /**
+     * A private-network credential is malformed, signed by another authority, forged,
+     * expired, or issued for another peer or network.
+     */
+    case invalidCredential
     /**
      * The identity key file could not be read or created.
      */
@@ -3156,23 +3486,25 @@ public struct FfiConverterTypeErrorKind: FfiConverterRustBuffer {
         
         case 4: return .invalidArgument
         
-        case 5: return .identity
+        case 5: return .invalidCredential
         
-        case 6: return .transport
+        case 6: return .identity
         
-        case 7: return .runtime
+        case 7: return .transport
         
-        case 8: return .payloadTooLarge
+        case 8: return .runtime
         
-        case 9: return .metadataTooLarge
+        case 9: return .payloadTooLarge
         
-        case 10: return .tooManyTopics
+        case 10: return .metadataTooLarge
         
-        case 11: return .closed
+        case 11: return .tooManyTopics
         
-        case 12: return .timeout
+        case 12: return .closed
         
-        case 13: return .`internal`
+        case 13: return .timeout
+        
+        case 14: return .`internal`
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -3198,40 +3530,44 @@ public struct FfiConverterTypeErrorKind: FfiConverterRustBuffer {
             writeInt(&buf, Int32(4))
         
         
-        case .identity:
+        case .invalidCredential:
             writeInt(&buf, Int32(5))
         
         
-        case .transport:
+        case .identity:
             writeInt(&buf, Int32(6))
         
         
-        case .runtime:
+        case .transport:
             writeInt(&buf, Int32(7))
         
         
-        case .payloadTooLarge:
+        case .runtime:
             writeInt(&buf, Int32(8))
         
         
-        case .metadataTooLarge:
+        case .payloadTooLarge:
             writeInt(&buf, Int32(9))
         
         
-        case .tooManyTopics:
+        case .metadataTooLarge:
             writeInt(&buf, Int32(10))
         
         
-        case .closed:
+        case .tooManyTopics:
             writeInt(&buf, Int32(11))
         
         
-        case .timeout:
+        case .closed:
             writeInt(&buf, Int32(12))
         
         
-        case .`internal`:
+        case .timeout:
             writeInt(&buf, Int32(13))
+        
+        
+        case .`internal`:
+            writeInt(&buf, Int32(14))
         
         }
     }
@@ -3759,6 +4095,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionData: FfiConverterRustBuffer {
+    typealias SwiftType = Data?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterData.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterData.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeSubscriptionItem: FfiConverterRustBuffer {
     typealias SwiftType = SubscriptionItem?
 
@@ -3775,6 +4135,30 @@ fileprivate struct FfiConverterOptionTypeSubscriptionItem: FfiConverterRustBuffe
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeSubscriptionItem.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionSequenceString: FfiConverterRustBuffer {
+    typealias SwiftType = [String]?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterSequenceString.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterSequenceString.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -3992,6 +4376,36 @@ public func version() -> String  {
 })
 }
 /**
+ * Issues a private-network credential, as the network authority: signs with the
+ * authority's 32-byte secret `authority_seed` (keep it off the nodes) a credential that
+ * admits `peer_id` (64 hex digits) to `network_id` until `expires_unix` (seconds since
+ * the Unix epoch). Returns its text form (`"starling-credential-v1 <hex>"`), what
+ * `starling authority issue` writes.
+ */
+public func issueCredential(authoritySeed: Data, peerId: String, networkId: String, expiresUnix: UInt64)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeStarlingError_lift) {
+        uniffiCallStatus in
+    uniffi_starling_fn_func_issue_credential(
+        FfiConverterData.lower(authoritySeed),
+        FfiConverterString.lower(peerId),
+        FfiConverterString.lower(networkId),
+        FfiConverterUInt64.lower(expiresUnix),uniffiCallStatus
+    )
+})
+}
+/**
+ * The public key (peer id, 64 hex digits) of the 32-byte secret `seed`: the id of a node
+ * started with `Config.identity_seed = seed`, or a network authority's public key.
+ */
+public func publicKey(seed: Data)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeStarlingError_lift) {
+        uniffiCallStatus in
+    uniffi_starling_fn_func_public_key(
+        FfiConverterData.lower(seed),uniffiCallStatus
+    )
+})
+}
+/**
  * Sends the library's log records at `level` and more severe to `listener` (replacing an
  * earlier log listener) until the handle is cancelled. Records are handed over on a
  * logging thread of the library. Fails if another `tracing` subscriber already owns the
@@ -4029,6 +4443,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_starling_checksum_func_version() != 35199) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_starling_checksum_func_issue_credential() != 37262) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_starling_checksum_func_public_key() != 47966) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_starling_checksum_func_set_log_listener() != 24386) {
@@ -4106,6 +4526,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_starling_checksum_method_subscription_unsubscribe() != 61643) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_starling_checksum_method_admissionpolicy_allow() != 35439) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_starling_checksum_method_laglistener_on_lagged() != 4342) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4127,7 +4550,11 @@ private let initializationResult: InitializationResult = {
     if (uniffi_starling_checksum_constructor_node_new() != 14744) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_starling_checksum_constructor_node_with_admission() != 6904) {
+        return InitializationResult.apiChecksumMismatch
+    }
 
+    uniffiCallbackInitAdmissionPolicy()
     uniffiCallbackInitLagListener()
     uniffiCallbackInitLogListener()
     uniffiCallbackInitMessageListener()

@@ -243,6 +243,13 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_ADMISSION_POLICY_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_ADMISSION_POLICY_METHOD0
+typedef void (*UniffiCallbackInterfaceAdmissionPolicyMethod0)(uint64_t, RustBuffer, int8_t* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_LAG_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_LAG_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceLagListenerMethod0)(uint64_t, RustBuffer, uint64_t, void* _Nonnull, 
@@ -269,6 +276,15 @@ typedef void (*UniffiCallbackInterfaceMessageListenerMethod0)(uint64_t, RustBuff
 typedef void (*UniffiCallbackInterfacePresenceListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ADMISSION_POLICY
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ADMISSION_POLICY
+typedef struct UniffiVTableCallbackInterfaceAdmissionPolicy {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceAdmissionPolicyMethod0 _Nonnull allow;
+} UniffiVTableCallbackInterfaceAdmissionPolicy;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_LAG_LISTENER
@@ -320,6 +336,11 @@ void uniffi_starling_fn_free_node(uint64_t handle, RustCallStatus *_Nonnull out_
 #ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_CONSTRUCTOR_NODE_NEW
 #define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_CONSTRUCTOR_NODE_NEW
 uint64_t uniffi_starling_fn_constructor_node_new(RustBuffer config, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_CONSTRUCTOR_NODE_WITH_ADMISSION
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_CONSTRUCTOR_NODE_WITH_ADMISSION
+uint64_t uniffi_starling_fn_constructor_node_with_admission(RustBuffer config, uint64_t policy, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_METHOD_NODE_ADD_LAG_LISTENER
@@ -452,6 +473,26 @@ RustBuffer uniffi_starling_fn_method_subscription_topic(uint64_t ptr, RustCallSt
 void uniffi_starling_fn_method_subscription_unsubscribe(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_CLONE_ADMISSIONPOLICY
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_CLONE_ADMISSIONPOLICY
+uint64_t uniffi_starling_fn_clone_admissionpolicy(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FREE_ADMISSIONPOLICY
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FREE_ADMISSIONPOLICY
+void uniffi_starling_fn_free_admissionpolicy(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_INIT_CALLBACK_VTABLE_ADMISSIONPOLICY
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_INIT_CALLBACK_VTABLE_ADMISSIONPOLICY
+void uniffi_starling_fn_init_callback_vtable_admissionpolicy(const UniffiVTableCallbackInterfaceAdmissionPolicy* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_METHOD_ADMISSIONPOLICY_ALLOW
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_METHOD_ADMISSIONPOLICY_ALLOW
+int8_t uniffi_starling_fn_method_admissionpolicy_allow(uint64_t ptr, RustBuffer peer_id, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_CLONE_LAGLISTENER
 #define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_CLONE_LAGLISTENER
 uint64_t uniffi_starling_fn_clone_laglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -566,6 +607,16 @@ RustBuffer uniffi_starling_fn_func_topic_id(RustBuffer name, RustCallStatus *_No
 #define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_VERSION
 RustBuffer uniffi_starling_fn_func_version(RustCallStatus *_Nonnull out_status
     
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_ISSUE_CREDENTIAL
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_ISSUE_CREDENTIAL
+RustBuffer uniffi_starling_fn_func_issue_credential(RustBuffer authority_seed, RustBuffer peer_id, RustBuffer network_id, uint64_t expires_unix, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_PUBLIC_KEY
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_PUBLIC_KEY
+RustBuffer uniffi_starling_fn_func_public_key(RustBuffer seed, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_FN_FUNC_SET_LOG_LISTENER
@@ -851,6 +902,18 @@ uint16_t uniffi_starling_checksum_func_version(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_FUNC_ISSUE_CREDENTIAL
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_FUNC_ISSUE_CREDENTIAL
+uint16_t uniffi_starling_checksum_func_issue_credential(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_FUNC_PUBLIC_KEY
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_FUNC_PUBLIC_KEY
+uint16_t uniffi_starling_checksum_func_public_key(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_FUNC_SET_LOG_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_FUNC_SET_LOG_LISTENER
 uint16_t uniffi_starling_checksum_func_set_log_listener(void
@@ -1001,6 +1064,12 @@ uint16_t uniffi_starling_checksum_method_subscription_unsubscribe(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_METHOD_ADMISSIONPOLICY_ALLOW
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_METHOD_ADMISSIONPOLICY_ALLOW
+uint16_t uniffi_starling_checksum_method_admissionpolicy_allow(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_METHOD_LAGLISTENER_ON_LAGGED
 #define UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_METHOD_LAGLISTENER_ON_LAGGED
 uint16_t uniffi_starling_checksum_method_laglistener_on_lagged(void
@@ -1040,6 +1109,12 @@ uint16_t uniffi_starling_checksum_method_presencelistener_on_presence(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_CONSTRUCTOR_NODE_NEW
 #define UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_CONSTRUCTOR_NODE_NEW
 uint16_t uniffi_starling_checksum_constructor_node_new(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_CONSTRUCTOR_NODE_WITH_ADMISSION
+#define UNIFFI_FFIDEF_UNIFFI_STARLING_CHECKSUM_CONSTRUCTOR_NODE_WITH_ADMISSION
+uint16_t uniffi_starling_checksum_constructor_node_with_admission(void
     
 );
 #endif

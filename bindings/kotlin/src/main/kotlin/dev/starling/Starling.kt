@@ -4,6 +4,7 @@
 // StarlingException with a stable kind.
 package dev.starling
 
+import dev.starling.ffi.AdmissionPolicy
 import dev.starling.ffi.LagListener
 import dev.starling.ffi.ListenerHandle
 import dev.starling.ffi.LogListener
@@ -105,6 +106,20 @@ object Starling {
     fun topicId(name: String): String = ffi { dev.starling.ffi.topicId(name) }
 
     /**
+     * The public key (peer id, 64 hex digits) of a 32-byte secret [seed]: the id of a node
+     * started with `Config(identitySeed = seed)`, or a network authority's public key.
+     */
+    fun publicKey(seed: ByteArray): String = ffi { dev.starling.ffi.publicKey(seed) }
+
+    /**
+     * As the authority of a private network (secret [authoritySeed], 32 bytes; keep it off
+     * the nodes): a credential admitting [peerId] to [networkId] until [expiresUnix] (Unix
+     * seconds), in text form (`"starling-credential-v1 <hex>"`), for `Config.credential`.
+     */
+    fun issueCredential(authoritySeed: ByteArray, peerId: String, networkId: String, expiresUnix: Long): String =
+        ffi { dev.starling.ffi.issueCredential(authoritySeed, peerId, networkId, expiresUnix.toULong()) }
+
+    /**
      * Sends the library's log records at [level] and more severe to [onLog] (on a logging
      * thread of the library) until the returned handle is closed. Replaces an earlier one.
      */
@@ -151,6 +166,31 @@ class Node private constructor(private val raw: dev.starling.ffi.Node) : AutoClo
          */
         @JvmStatic
         fun start(config: Config = Config()): Node = Node(ffi { dev.starling.ffi.Node(config) })
+
+        /**
+         * As [start], with [admission] deciding which peers may connect: `admission(peerId)`
+         * (64 hex digits) returns true to admit. It is asked for every inbound connection and
+         * for every outbound one (before the dial and after its handshake), on the node's
+         * network threads, which handle no traffic meanwhile: keep it quick (an in-memory
+         * lookup) and do not call the node from it. If it throws, the peer is refused.
+         * Refusals are counted in `stats().refused["admission_hook"]`. For a fixed list,
+         * `Config.allowlist` needs no callback; for private networks see
+         * `Config.authority` / `Config.credential`.
+         */
+        @JvmStatic
+        fun start(config: Config, admission: (String) -> Boolean): Node {
+            val policy = object : AdmissionPolicy {
+                override fun allow(peerId: String): Boolean =
+                    try {
+                        admission(peerId)
+                    } catch (e: Throwable) {
+                        // Escaping into the library would be an unexpected error on a
+                        // network thread; refusing is the safe answer.
+                        false
+                    }
+            }
+            return Node(ffi { dev.starling.ffi.Node.withAdmission(config, policy) })
+        }
     }
 
     /** This node's identity: its Ed25519 public key as 64 hex digits. */

@@ -657,6 +657,9 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceAdmissionPolicyMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`peerId`: RustBuffer.ByValue,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceLagListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`topic`: RustBuffer.ByValue,`dropped`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -668,6 +671,25 @@ internal interface UniffiCallbackInterfaceMessageListenerMethod0 : com.sun.jna.C
 }
 internal interface UniffiCallbackInterfacePresenceListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "allow")
+internal open class UniffiVTableCallbackInterfaceAdmissionPolicy(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `allow`: UniffiCallbackInterfaceAdmissionPolicyMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `allow`: UniffiCallbackInterfaceAdmissionPolicyMethod0? = null,
+    ): UniffiVTableCallbackInterfaceAdmissionPolicy(`uniffiFree`,`uniffiClone`,`allow`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceAdmissionPolicy) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `allow` = other.`allow`
+    }
+
 }
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onLagged")
 internal open class UniffiVTableCallbackInterfaceLagListener(
@@ -776,6 +798,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_starling_checksum_func_version(
     ): Int
+    external fun uniffi_starling_checksum_func_issue_credential(
+    ): Int
+    external fun uniffi_starling_checksum_func_public_key(
+    ): Int
     external fun uniffi_starling_checksum_func_set_log_listener(
     ): Int
     external fun uniffi_starling_checksum_method_node_add_lag_listener(
@@ -826,6 +852,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_starling_checksum_method_subscription_unsubscribe(
     ): Int
+    external fun uniffi_starling_checksum_method_admissionpolicy_allow(
+    ): Int
     external fun uniffi_starling_checksum_method_laglistener_on_lagged(
     ): Int
     external fun uniffi_starling_checksum_method_listenerhandle_cancel(
@@ -839,6 +867,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_starling_checksum_method_presencelistener_on_presence(
     ): Int
     external fun uniffi_starling_checksum_constructor_node_new(
+    ): Int
+    external fun uniffi_starling_checksum_constructor_node_with_admission(
     ): Int
     external fun ffi_starling_uniffi_contract_version(
     ): Int
@@ -856,6 +886,7 @@ internal object UniffiLib {
 
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "starling"))
+        uniffiCallbackInterfaceAdmissionPolicy.register(this)
         uniffiCallbackInterfaceLagListener.register(this)
         uniffiCallbackInterfaceLogListener.register(this)
         uniffiCallbackInterfaceMessageListener.register(this)
@@ -869,6 +900,8 @@ internal object UniffiLib {
     external fun uniffi_starling_fn_free_node(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_starling_fn_constructor_node_new(`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_starling_fn_constructor_node_with_admission(`config`: RustBuffer.ByValue,`policy`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_starling_fn_method_node_add_lag_listener(`ptr`: Long,`topic`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -922,6 +955,14 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_starling_fn_method_subscription_unsubscribe(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_starling_fn_clone_admissionpolicy(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_starling_fn_free_admissionpolicy(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_starling_fn_init_callback_vtable_admissionpolicy(`vtable`: UniffiVTableCallbackInterfaceAdmissionPolicy,
+    ): Unit
+    external fun uniffi_starling_fn_method_admissionpolicy_allow(`ptr`: Long,`peerId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_starling_fn_clone_laglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_starling_fn_free_laglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -967,6 +1008,10 @@ internal object UniffiLib {
     external fun uniffi_starling_fn_func_topic_id(`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_starling_fn_func_version(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_starling_fn_func_issue_credential(`authoritySeed`: RustBuffer.ByValue,`peerId`: RustBuffer.ByValue,`networkId`: RustBuffer.ByValue,`expiresUnix`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_starling_fn_func_public_key(`seed`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_starling_fn_func_set_log_listener(`level`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1098,6 +1143,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_starling_checksum_func_version() and 0xFFFF) != 35199) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_starling_checksum_func_issue_credential() and 0xFFFF) != 37262) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_starling_checksum_func_public_key() and 0xFFFF) != 47966) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_starling_checksum_func_set_log_listener() and 0xFFFF) != 24386) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1173,6 +1224,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_starling_checksum_method_subscription_unsubscribe() and 0xFFFF) != 61643) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_starling_checksum_method_admissionpolicy_allow() and 0xFFFF) != 35439) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_starling_checksum_method_laglistener_on_lagged() and 0xFFFF) != 4342) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1192,6 +1246,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_starling_checksum_constructor_node_new() and 0xFFFF) != 14744) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_starling_checksum_constructor_node_with_admission() and 0xFFFF) != 6904) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1591,6 +1648,340 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
     override fun write(value: ByteArray, buf: ByteBuffer) {
         buf.putInt(value.size)
         buf.put(value)
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * The application's allow/deny decision on a peer, given at node construction
+ * (`Node.with_admission`).
+ */
+public interface AdmissionPolicy {
+    
+    /**
+     * Returns true to admit `peer_id` (64 hex digits). Asked for every inbound connection
+     * once the handshake proved the peer's key, and for every outbound one before the dial
+     * and again after its handshake. It runs on the node's network threads and the node
+     * handles no traffic meanwhile: keep it quick (an in-memory lookup) and do not call
+     * the node from it (the call would time out). A policy that throws refuses the peer.
+     */
+    fun `allow`(`peerId`: kotlin.String): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * The application's allow/deny decision on a peer, given at node construction
+ * (`Node.with_admission`).
+ */
+open class AdmissionPolicyImpl: Disposable, AutoCloseable, AdmissionPolicy
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_starling_fn_free_admissionpolicy(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_starling_fn_clone_admissionpolicy(handle, status)
+        }
+    }
+
+    
+    /**
+     * Returns true to admit `peer_id` (64 hex digits). Asked for every inbound connection
+     * once the handshake proved the peer's key, and for every outbound one before the dial
+     * and again after its handshake. It runs on the node's network threads and the node
+     * handles no traffic meanwhile: keep it quick (an in-memory lookup) and do not call
+     * the node from it (the call would time out). A policy that throws refuses the peer.
+     */override fun `allow`(`peerId`: kotlin.String): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_starling_fn_method_admissionpolicy_allow(
+        it,
+        
+        FfiConverterString.lower(`peerId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceAdmissionPolicy {
+    internal object `allow`: UniffiCallbackInterfaceAdmissionPolicyMethod0 {
+        override fun callback(`uniffiHandle`: Long,`peerId`: RustBuffer.ByValue,`uniffiOutReturn`: ByteByReference,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeAdmissionPolicy.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`allow`(
+                    FfiConverterString.lift(`peerId`),
+                )
+            }
+            val writeReturn = { value: kotlin.Boolean -> uniffiOutReturn.setValue(FfiConverterBoolean.lower(value)) }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeAdmissionPolicy.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeAdmissionPolicy.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceAdmissionPolicy.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `allow`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_starling_fn_init_callback_vtable_admissionpolicy(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdmissionPolicy: FfiConverter<AdmissionPolicy, Long> {
+    internal val handleMap = UniffiHandleMap<AdmissionPolicy>()
+
+    override fun lower(value: AdmissionPolicy): Long {
+        if (value is AdmissionPolicyImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): AdmissionPolicy {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return AdmissionPolicyImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): AdmissionPolicy {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: AdmissionPolicy) = 8UL
+
+    override fun write(value: AdmissionPolicy, buf: ByteBuffer) {
+        buf.putLong(lower(value))
     }
 }
 
@@ -3491,11 +3882,29 @@ open class Node: Disposable, AutoCloseable, NodeInterface
 
 
     
-    
+    companion object {
+        
     /**
-     * @suppress
+     * As `new`, with the application's admission `policy` deciding which peers may
+     * connect (see [`AdmissionPolicy`]: it runs on the network threads, must be quick,
+     * and a policy that throws refuses the peer). Refusals are counted in
+     * `Stats.refused["admission_hook"]`.
      */
-    companion object
+    @Throws(StarlingException::class) fun `withAdmission`(`config`: Config, `policy`: AdmissionPolicy): Node {
+            return FfiConverterTypeNode.lift(
+    uniffiRustCallWithError(StarlingException) { _status ->
+    UniffiLib.uniffi_starling_fn_constructor_node_with_admission(
+    
+        
+        FfiConverterTypeConfig.lower(`config`),
+        FfiConverterTypeAdmissionPolicy.lower(`policy`),_status)
+}
+    )
+    }
+    
+
+        
+    }
     
 }
 
@@ -4319,6 +4728,32 @@ data class Config (
      * Items buffered per subscription before the oldest are dropped (≥ 1).
      */
     var `subscriptionQueue`: kotlin.UInt = 1024u 
+    , 
+    /**
+     * The 32-byte secret seed of the node's identity key (keep it secret), for a fixed
+     * identity without a key file; not together with `identity_file`. `public_key(seed)`
+     * gives the node's id.
+     */
+    var `identitySeed`: kotlin.ByteArray? = null 
+    , 
+    /**
+     * When set, exactly these peers (64 hex digits each) may connect, in and out; an
+     * empty list refuses everyone. With an admission policy too, both must admit.
+     */
+    var `allowlist`: List<kotlin.String>? = null 
+    , 
+    /**
+     * Private network: the network authority's public key (64 hex digits, what
+     * `starling authority new` prints). Set together with `credential`.
+     */
+    var `authority`: kotlin.String? = null 
+    , 
+    /**
+     * Private network: this node's credential (`"starling-credential-v1 <hex>"`), issued
+     * by `authority` for this node's identity and `network_id`. Peers without a valid
+     * credential from the same authority are refused.
+     */
+    var `credential`: kotlin.String? = null 
     
 ){
     
@@ -4344,6 +4779,10 @@ public object FfiConverterTypeConfig: FfiConverterRustBuffer<Config> {
             FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
+            FfiConverterOptionalSequenceString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -4356,7 +4795,11 @@ public object FfiConverterTypeConfig: FfiConverterRustBuffer<Config> {
             FfiConverterUInt.allocationSize(value.`maxPayload`) +
             FfiConverterULong.allocationSize(value.`presenceTtlMs`) +
             FfiConverterUInt.allocationSize(value.`workerThreads`) +
-            FfiConverterUInt.allocationSize(value.`subscriptionQueue`)
+            FfiConverterUInt.allocationSize(value.`subscriptionQueue`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`identitySeed`) +
+            FfiConverterOptionalSequenceString.allocationSize(value.`allowlist`) +
+            FfiConverterOptionalString.allocationSize(value.`authority`) +
+            FfiConverterOptionalString.allocationSize(value.`credential`)
     )
 
     override fun write(value: Config, buf: ByteBuffer) {
@@ -4369,6 +4812,10 @@ public object FfiConverterTypeConfig: FfiConverterRustBuffer<Config> {
             FfiConverterULong.write(value.`presenceTtlMs`, buf)
             FfiConverterUInt.write(value.`workerThreads`, buf)
             FfiConverterUInt.write(value.`subscriptionQueue`, buf)
+            FfiConverterOptionalByteArray.write(value.`identitySeed`, buf)
+            FfiConverterOptionalSequenceString.write(value.`allowlist`, buf)
+            FfiConverterOptionalString.write(value.`authority`, buf)
+            FfiConverterOptionalString.write(value.`credential`, buf)
     }
 }
 
@@ -4756,6 +5203,24 @@ data class Stats (
      * Things dropped, by reason (`send_queue_full`, `subscriber_lagged`, `bad_frame`, …).
      */
     var `drops`: Map<kotlin.String, kotlin.ULong>
+    , 
+    /**
+     * Connections refused, by reason: `admission_hook` (the policy or allowlist),
+     * `banned`, `connection_limit`, `credential_<why>` (missing, expired,
+     * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed).
+     */
+    var `refused`: Map<kotlin.String, kotlin.ULong>
+    , 
+    /**
+     * Peers disconnected and kept out for breaking the protocol, by reason (`bad_frame`,
+     * `bad_signature`, `message_rate`, …).
+     */
+    var `cutOff`: Map<kotlin.String, kotlin.ULong>
+    , 
+    /**
+     * Peers currently kept out (ban back-off running).
+     */
+    var `banned`: kotlin.ULong
     
 ){
     
@@ -4783,6 +5248,9 @@ public object FfiConverterTypeStats: FfiConverterRustBuffer<Stats> {
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterMapStringULong.read(buf),
+            FfiConverterMapStringULong.read(buf),
+            FfiConverterMapStringULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -4797,7 +5265,10 @@ public object FfiConverterTypeStats: FfiConverterRustBuffer<Stats> {
             FfiConverterULong.allocationSize(value.`timerWakeups`) +
             FfiConverterULong.allocationSize(value.`published`) +
             FfiConverterULong.allocationSize(value.`delivered`) +
-            FfiConverterMapStringULong.allocationSize(value.`drops`)
+            FfiConverterMapStringULong.allocationSize(value.`drops`) +
+            FfiConverterMapStringULong.allocationSize(value.`refused`) +
+            FfiConverterMapStringULong.allocationSize(value.`cutOff`) +
+            FfiConverterULong.allocationSize(value.`banned`)
     )
 
     override fun write(value: Stats, buf: ByteBuffer) {
@@ -4812,6 +5283,9 @@ public object FfiConverterTypeStats: FfiConverterRustBuffer<Stats> {
             FfiConverterULong.write(value.`published`, buf)
             FfiConverterULong.write(value.`delivered`, buf)
             FfiConverterMapStringULong.write(value.`drops`, buf)
+            FfiConverterMapStringULong.write(value.`refused`, buf)
+            FfiConverterMapStringULong.write(value.`cutOff`, buf)
+            FfiConverterULong.write(value.`banned`, buf)
     }
 }
 
@@ -4840,6 +5314,11 @@ enum class ErrorKind {
      * An argument is invalid (e.g. an empty topic name).
      */
     INVALID_ARGUMENT,
+    /**
+     * A private-network credential is malformed, signed by another authority, forged,
+     * expired, or issued for another peer or network.
+     */
+    INVALID_CREDENTIAL,
     /**
      * The identity key file could not be read or created.
      */
@@ -5407,6 +5886,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
 /**
  * @suppress
  */
+public object FfiConverterOptionalByteArray: FfiConverterRustBuffer<kotlin.ByteArray?> {
+    override fun read(buf: ByteBuffer): kotlin.ByteArray? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterByteArray.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.ByteArray?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterByteArray.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.ByteArray?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterByteArray.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeSubscriptionItem: FfiConverterRustBuffer<SubscriptionItem?> {
     override fun read(buf: ByteBuffer): SubscriptionItem? {
         if (buf.get().toInt() == 0) {
@@ -5429,6 +5940,38 @@ public object FfiConverterOptionalTypeSubscriptionItem: FfiConverterRustBuffer<S
         } else {
             buf.put(1)
             FfiConverterTypeSubscriptionItem.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalSequenceString: FfiConverterRustBuffer<List<kotlin.String>?> {
+    override fun read(buf: ByteBuffer): List<kotlin.String>? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterSequenceString.read(buf)
+    }
+
+    override fun allocationSize(value: List<kotlin.String>?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterSequenceString.allocationSize(value)
+        }
+    }
+
+    override fun write(value: List<kotlin.String>?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterSequenceString.write(value, buf)
         }
     }
 }
@@ -5635,6 +6178,44 @@ public object FfiConverterMapStringULong: FfiConverterRustBuffer<Map<kotlin.Stri
     UniffiLib.uniffi_starling_fn_func_version(
     
         _status)
+}
+    )
+    }
+    
+
+        /**
+         * Issues a private-network credential, as the network authority: signs with the
+         * authority's 32-byte secret `authority_seed` (keep it off the nodes) a credential that
+         * admits `peer_id` (64 hex digits) to `network_id` until `expires_unix` (seconds since
+         * the Unix epoch). Returns its text form (`"starling-credential-v1 <hex>"`), what
+         * `starling authority issue` writes.
+         */
+    @Throws(StarlingException::class) fun `issueCredential`(`authoritySeed`: kotlin.ByteArray, `peerId`: kotlin.String, `networkId`: kotlin.String, `expiresUnix`: kotlin.ULong): kotlin.String {
+            return FfiConverterString.lift(
+    uniffiRustCallWithError(StarlingException) { _status ->
+    UniffiLib.uniffi_starling_fn_func_issue_credential(
+    
+        
+        FfiConverterByteArray.lower(`authoritySeed`),
+        FfiConverterString.lower(`peerId`),
+        FfiConverterString.lower(`networkId`),
+        FfiConverterULong.lower(`expiresUnix`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * The public key (peer id, 64 hex digits) of the 32-byte secret `seed`: the id of a node
+         * started with `Config.identity_seed = seed`, or a network authority's public key.
+         */
+    @Throws(StarlingException::class) fun `publicKey`(`seed`: kotlin.ByteArray): kotlin.String {
+            return FfiConverterString.lift(
+    uniffiRustCallWithError(StarlingException) { _status ->
+    UniffiLib.uniffi_starling_fn_func_public_key(
+    
+        
+        FfiConverterByteArray.lower(`seed`),_status)
 }
     )
     }
