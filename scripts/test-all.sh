@@ -74,3 +74,15 @@ fi
 # a venv, pytest (scripts/install-test-deps.sh installs python3-venv if missing; pip fetches maturin and pytest).
 step "Python bindings (scripts/test-python.sh)"
 ./scripts/test-python.sh
+
+# Python, C and Kotlin nodes on loopback: messages and presence across the three languages
+# (scripts/test-cross.sh reuses what the C, Kotlin and Python steps above built).
+step "cross-language: Python, C and Kotlin chats (scripts/test-cross.sh)"
+if command -v mvn >/dev/null 2>&1 && command -v java >/dev/null 2>&1 && command -v cc >/dev/null 2>&1; then
+    ./scripts/test-cross.sh
+elif [ "${STARLING_REQUIRE_KOTLIN_TEST:-0}" = 1 ]; then
+    echo "error: java, mvn or cc missing (see scripts/install-test-deps.sh)" >&2
+    exit 1
+else
+    echo "skipped: needs java, mvn and cc (scripts/install-test-deps.sh installs them)"
+fi

@@ -10,9 +10,6 @@ import dev.starling.ffi.PresenceChange
 import dev.starling.StarlingException
 import dev.starling.metadataText
 import dev.starling.text
-import kotlinx.coroutines.Dispatchers
-import kotlinx.coroutines.launch
-import kotlinx.coroutines.runBlocking
 import java.util.concurrent.ConcurrentHashMap
 import kotlin.system.exitProcess
 
@@ -78,49 +75,50 @@ fun main(argv: Array<String>) {
         fun nameOf(peer: String) = names[peer] ?: peer.take(8)
         println("chat: $me on topic \"${args.topic}\"; others join with --bootstrap ${node.contact}")
         System.out.flush()
-        runBlocking {
-            val watchers = listOf(
-                launch(Dispatchers.Default) {
-                    node.presence(args.topic).collect { e ->
-                        when (val change = e.change) {
-                            is PresenceChange.Online -> { names[e.peer] = e.metadataText; say("* ${nameOf(e.peer)} is online") }
-                            is PresenceChange.Updated -> { names[e.peer] = e.metadataText; say("* ${e.peer.take(8)} is now ${e.metadataText}") }
-                            is PresenceChange.Offline -> {
-                                val why = when (change.reason) {
-                                    is OfflineReason.Left -> "left"
-                                    is OfflineReason.Expired -> "timed out"
-                                    is OfflineReason.Failed -> "is unreachable"
-                                }
-                                say("* ${nameOf(e.peer)} $why")
-                            }
-                        }
+        // Registered before announcing, presence first, on this thread (a Flow registers
+        // only when its collecting coroutine runs, and would miss what came before).
+        // Both callbacks run on the topic's delivery thread.
+        val presence = node.onPresence(args.topic) { e ->
+            when (val change = e.change) {
+                is PresenceChange.Online -> if (names.put(e.peer, e.metadataText) == null) say("* ${nameOf(e.peer)} is online")
+                is PresenceChange.Updated -> { names[e.peer] = e.metadataText; say("* ${e.peer.take(8)} is now ${e.metadataText}") }
+                is PresenceChange.Offline -> {
+                    val why = when (change.reason) {
+                        is OfflineReason.Left -> "left"
+                        is OfflineReason.Expired -> "timed out"
+                        is OfflineReason.Failed -> "is unreachable"
                     }
-                },
-                launch(Dispatchers.Default) {
-                    node.messages(args.topic).collect { m -> say("[${nameOf(m.author)}] ${m.text}") }
-                },
-            )
-            node.setPresence(args.topic, me)
-            launch(Dispatchers.IO) {
-                while (true) {
-                    val line = readlnOrNull()?.trimEnd() ?: break
-                    when {
-                        line == "/quit" -> break
-                        line == "/who" -> node.online(args.topic).forEach {
-                            say("  ${it.metadataText.ifEmpty { it.peer.take(8) }} (${it.peer.take(8)})")
-                        }
-                        line.isNotEmpty() -> try {
-                            node.publish(args.topic, line)
-                        } catch (e: StarlingException) {
-                            say("! not sent (${e.kind}): ${e.message}")
-                        }
-                    }
+                    say("* ${nameOf(e.peer)} $why")
+                    names.remove(e.peer)
                 }
-                // Leaving: presence goodbye and shutdown; the Flows then complete.
-                node.close()
-            }.join()
-            watchers.forEach { it.join() }
+            }
         }
+        val messages = node.onMessages(args.topic) { batch ->
+            for (m in batch) say("[${nameOf(m.author)}] ${m.text}")
+        }
+        node.setPresence(args.topic, me)
+        // Peers whose presence the node learned before the listener existed (joining the
+        // network at start) raise no event: they are in online(); `names` avoids doubles.
+        for (p in node.online(args.topic)) {
+            if (names.putIfAbsent(p.peer, p.metadataText) == null) say("* ${nameOf(p.peer)} is online")
+        }
+        while (true) {
+            val line = readlnOrNull()?.trimEnd() ?: break
+            when {
+                line == "/quit" -> break
+                line == "/who" -> node.online(args.topic).forEach {
+                    say("  ${it.metadataText.ifEmpty { it.peer.take(8) }} (${it.peer.take(8)})")
+                }
+                line.isNotEmpty() -> try {
+                    node.publish(args.topic, line)
+                } catch (e: StarlingException) {
+                    say("! not sent (${e.kind}): ${e.message}")
+                }
+            }
+        }
+        // Leaving: the node's close (end of use {}) sends the presence goodbye.
+        messages.close()
+        presence.close()
     }
 }
 
