@@ -824,7 +824,8 @@ impl Node {
     }
 
     /// Subscribes to `topic` (joining its overlay). Several subscriptions to one topic
-    /// each get every item.
+    /// each get every item. A subscription starts with an Online event for each peer
+    /// already online on the topic here, then gets every change.
     pub fn subscribe(&self, topic: TopicId) -> Result<Subscription, Error> {
         let queue = Arc::new(Queue::new(self.queue_capacity));
         let q = Arc::clone(&queue);

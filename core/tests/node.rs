@@ -870,3 +870,34 @@ fn a_single_link_peer_sees_a_dropped_subscription_as_left() {
         drop(b);
     }
 }
+
+/// A subscription opened after peers are already online starts with an Online event for
+/// each of them (a presence view built from events alone must not miss them).
+#[test]
+fn a_later_subscription_starts_with_who_is_online() {
+    let topic = TopicId::from_name("online-snapshot");
+    let (a, _sub_a, b, _sub_b) = one_link_pair(140, topic);
+    let later = b.subscribe(topic).expect("second subscription");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut online = BTreeSet::new();
+    while !online.contains(&a.id()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no Online event for {} on the later subscription",
+            a.id().short()
+        );
+        match later.recv_timeout(left) {
+            Ok(Item::Presence(p)) if p.change == PresenceChange::Online => {
+                online.insert(p.peer);
+            }
+            Ok(_) | Err(RecvError::Empty) => {}
+            Err(RecvError::Closed) => panic!("later subscription closed"),
+        }
+    }
+    assert_eq!(
+        online,
+        BTreeSet::from([a.id()]),
+        "only peers that are online"
+    );
+}

@@ -49,7 +49,7 @@ use super::transport::{CODE_BANNED, CODE_PROTOCOL_VIOLATION, CODE_REFUSED};
 use crate::admission::{AdmissionHook, PeerLimits, Refusal, TokenBucket};
 use crate::identity::PeerId;
 use crate::node::{Error, Item, Message as AppMessage, NetEvent, Receipt, Stats};
-use crate::proto::presence::Entry;
+use crate::proto::presence::{Entry, PresenceChange, PresenceEvent};
 use crate::proto::{self, Event, Failure, Reject, State, Time};
 use crate::wire::{
     decode_frame, encode_frame, GossipMsg, Limits, Message, PeerInfo, TopicId, TopicMsg,
@@ -558,6 +558,17 @@ impl Driver {
             } => {
                 let result = self.state.subscribe(topic, now).map_err(Error::from);
                 if result.is_ok() {
+                    // A new subscription starts with who is online already (as Online
+                    // events), then gets the changes: the actor owns both, so nothing is
+                    // missed or repeated between the snapshot and the first change.
+                    for entry in self.state.online(&topic) {
+                        queue.push(Item::Presence(PresenceEvent {
+                            topic,
+                            peer: entry.peer,
+                            change: PresenceChange::Online,
+                            metadata: entry.metadata,
+                        }));
+                    }
                     self.subs.entry(topic).or_default().push(queue);
                 }
                 let _ = reply.send(result);
