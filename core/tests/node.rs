@@ -669,7 +669,13 @@ fn a_fast_publisher_gets_backpressure_not_loss() {
         "{:?}",
         stats.drops
     );
-    assert!(stats.timer_wakeups > 0);
+    // The wake-up counter counts: protocol rounds (SWIM, about 1 s) wake every node, but
+    // a fast run can finish before the first one.
+    wait_until(
+        Duration::from_secs(5),
+        || "a counted no timer wake-up in 5 s".into(),
+        || a.stats().map(|s| s.timer_wakeups > 0).unwrap_or(false),
+    );
 }
 
 #[test]
