@@ -206,7 +206,8 @@ fn finish(h: blake3::Hasher) -> MessageId {
     MessageId(*h.finalize().as_bytes())
 }
 
-fn signing_input(id: &MessageId) -> Vec<u8> {
+/// The bytes an author signs for a broadcast with this id: [`SIGNATURE_DOMAIN`] ‖ id.
+pub fn signing_input(id: &MessageId) -> Vec<u8> {
     let mut v = Vec::with_capacity(SIGNATURE_DOMAIN.len() + 32);
     v.extend_from_slice(SIGNATURE_DOMAIN);
     v.extend_from_slice(id.as_bytes());

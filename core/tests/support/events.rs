@@ -16,8 +16,9 @@ use bytes::Bytes;
 use starling_core::identity::{Keypair, PeerId, Signature};
 use starling_core::proto::{Config, Failure, State, Time, Verify};
 use starling_core::wire::{
-    decode_frame, Broadcast, DiscoveryMsg, GoneNotice, GossipMsg, IHave, MembershipMsg, Message,
-    MessageId, PeerInfo, PresenceRecord, PresenceStatus, SignedMessage, SwimMsg, TopicId, TopicMsg,
+    decode_frame, signing_input, Broadcast, DiscoveryMsg, GoneNotice, GossipMsg, IHave,
+    MembershipMsg, Message, MessageId, PeerInfo, PresenceRecord, PresenceStatus, SignedMessage,
+    SwimMsg, TopicId, TopicMsg,
 };
 
 /// Remote peers the node hears from (index 0..PEERS), plus the node itself at PEERS.
@@ -185,9 +186,11 @@ impl Harness {
         }
     }
 
-    fn sign(&self, key: &Keypair, id: &MessageId, real: Signature) -> Signature {
+    /// The signature over `id` in this harness's scheme (records are built unsigned, so
+    /// the cheap scheme never pays for an Ed25519 signature it would throw away).
+    fn sign(&self, key: &Keypair, id: &MessageId) -> Signature {
         match self.signing {
-            Signing::Ed25519 => real,
+            Signing::Ed25519 => key.sign(&signing_input(id)),
             Signing::Cheap => {
                 let mut s = [0u8; 64];
                 s[..32].copy_from_slice(&id.0);
@@ -209,18 +212,15 @@ impl Harness {
         let mut b = match input.below(3) {
             0 => {
                 let payload = Bytes::copy_from_slice(input.bytes(64));
-                let mut m = match self.signing {
-                    Signing::Ed25519 => SignedMessage::new(&key, topic, seq, issued, payload),
-                    Signing::Cheap => SignedMessage {
-                        topic,
-                        author: key.peer_id(),
-                        seq,
-                        issued_ms: issued,
-                        payload,
-                        sig: Signature([0; 64]),
-                    },
+                let mut m = SignedMessage {
+                    topic,
+                    author: key.peer_id(),
+                    seq,
+                    issued_ms: issued,
+                    payload,
+                    sig: Signature([0; 64]),
                 };
-                m.sig = self.sign(&key, &m.id(), m.sig);
+                m.sig = self.sign(&key, &m.id());
                 Broadcast::Message(m)
             }
             1 => {
@@ -231,14 +231,30 @@ impl Harness {
                 };
                 let ttl = u32::from(input.u16()) * 10;
                 let meta = Bytes::copy_from_slice(input.bytes(32));
-                let mut r = PresenceRecord::new(&key, topic, seq, issued, ttl, status, meta);
-                r.sig = self.sign(&key, &r.id(), r.sig);
+                let mut r = PresenceRecord {
+                    topic,
+                    author: key.peer_id(),
+                    seq,
+                    issued_ms: issued,
+                    ttl_ms: ttl,
+                    status,
+                    metadata: meta,
+                    sig: Signature([0; 64]),
+                };
+                r.sig = self.sign(&key, &r.id());
                 Broadcast::Presence(r)
             }
             _ => {
                 let subject = self.peer_id(input.below(PEERS + 1));
-                let mut g = GoneNotice::new(&key, topic, subject, seq, issued);
-                g.sig = self.sign(&key, &g.id(), g.sig);
+                let mut g = GoneNotice {
+                    topic,
+                    reporter: key.peer_id(),
+                    subject,
+                    subject_seq: seq,
+                    issued_ms: issued,
+                    sig: Signature([0; 64]),
+                };
+                g.sig = self.sign(&key, &g.id());
                 Broadcast::Gone(g)
             }
         };
