@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+mod ed25519;
 pub mod identity;
 #[cfg(feature = "net")]
 pub mod net;

@@ -7,7 +7,7 @@
 //!   same four keys).
 //!
 //! Invariants: the wire's check (`Broadcast::verify`, strict Ed25519) and the node's
-//! faster checker (`FastVerify`) always agree; a mutated envelope verifies if and only if
+//! faster checker (`FastVerify`, alone and after a batch check) always agree; a mutated envelope verifies if and only if
 //! it is, byte for byte, the genuinely signed one; nothing verifies for an author whose
 //! key the fuzzer does not hold.
 #![no_main]
@@ -134,6 +134,18 @@ fn verdict(fast: &mut FastVerify, b: &Broadcast, id: &MessageId) -> bool {
         fast.verify(id, b),
         slow,
         "FastVerify disagrees (cached key): {b:?}"
+    );
+    // Checked ahead in one batch with two genuine envelopes, as the actor does under load.
+    let batch: Vec<(MessageId, &Broadcast)> = genuine()[..2]
+        .iter()
+        .map(|g| (g.id(), g))
+        .chain([(*id, b)])
+        .collect();
+    fast.verify_ahead(&batch);
+    assert_eq!(
+        fast.verify(id, b),
+        slow,
+        "FastVerify disagrees after a batch: {b:?}"
     );
     slow
 }

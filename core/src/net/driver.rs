@@ -429,6 +429,7 @@ impl Driver {
             let housekeeping = tokio::time::sleep_until(housekeeping_due + HOUSEKEEPING);
             tokio::pin!(housekeeping);
             let drained = Arc::clone(&self.drained);
+            let mut inputs: Vec<Internal> = Vec::with_capacity(BATCH);
             tracing::info!("node started");
             loop {
                 self.drain();
@@ -459,12 +460,16 @@ impl Driver {
                         }
                     },
                     Some(first) = internal.recv() => {
-                        self.internal(first);
-                        for _ in 1..BATCH {
+                        inputs.push(first);
+                        while inputs.len() < BATCH {
                             match internal.try_recv() {
-                                Ok(i) => self.internal(i),
+                                Ok(i) => inputs.push(i),
                                 Err(_) => break,
                             }
+                        }
+                        self.verify_ahead(&inputs);
+                        for i in inputs.drain(..) {
+                            self.internal(i);
                         }
                     }
                     () = &mut sleep, if armed.is_some() => {
@@ -1012,6 +1017,20 @@ impl Driver {
 
     // ------------------------------------------------------------------------------------
     // Connections
+
+    /// Lets the signature checker check the broadcasts of one drain together (a batch
+    /// costs about half as much per signature; `net::verify`). Frames of banned peers are
+    /// dropped unread, so they are left out.
+    fn verify_ahead(&mut self, inputs: &[Internal]) {
+        let msgs: Vec<&Message> = inputs
+            .iter()
+            .filter_map(|i| match i {
+                Internal::Frame { peer, msg, .. } if !self.is_banned(peer) => Some(msg),
+                _ => None,
+            })
+            .collect();
+        self.state.verify_ahead(msgs);
+    }
 
     fn internal(&mut self, i: Internal) {
         match i {

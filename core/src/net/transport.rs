@@ -364,12 +364,11 @@ fn cert_spki(cert: &[u8]) -> Option<&[u8]> {
     (spki.tag == SEQUENCE).then_some(spki.whole)
 }
 
-/// The Ed25519 key of a SubjectPublicKeyInfo, if it is one and not a weak (small-order)
-/// key that anyone could "prove" possession of.
+/// The Ed25519 key of a SubjectPublicKeyInfo, if it is one that signatures are checked
+/// against (canonical, not a small-order key that anyone could "prove" possession of).
 fn ed25519_key(spki: &[u8]) -> Option<[u8; 32]> {
     let key: [u8; 32] = spki.strip_prefix(&ED25519_SPKI_PREFIX)?.try_into().ok()?;
-    let point = ed25519_dalek::VerifyingKey::from_bytes(&key).ok()?;
-    (!point.is_weak()).then_some(key)
+    crate::ed25519::VerifyKey::decode(&key).map(|_| key)
 }
 
 /// The identity carried by a certificate: its Ed25519 key. This says nothing about
