@@ -607,9 +607,12 @@ fn parse_bind(input: &str) -> Result<SocketAddr, Error> {
         .ok_or_else(|| bad("resolves to no address".to_owned()))
 }
 
-/// Polls `fut` to completion on this thread (no runtime needed, so it works from a plain
-/// thread and inside any async context), giving up at `deadline`.
-fn block_on_until<F: Future>(fut: F, deadline: Instant) -> Option<F::Output> {
+/// Polls `fut` to completion on the calling thread, giving up at `deadline` if one is
+/// given. No runtime is needed, so it works from a plain thread and inside any async
+/// context; the node's futures (e.g. [`Subscription::next`]) are driven by the node's own
+/// runtime and only need to be polled. Used by the node's blocking calls and by the C
+/// ABI's delivery threads.
+pub fn block_on<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F::Output> {
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {
@@ -623,11 +626,16 @@ fn block_on_until<F: Future>(fut: F, deadline: Instant) -> Option<F::Output> {
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return Some(v);
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return None;
+        match deadline {
+            None => std::thread::park(),
+            Some(deadline) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return None;
+                }
+                std::thread::park_timeout(deadline - now);
+            }
         }
-        std::thread::park_timeout(deadline - now);
     }
 }
 
@@ -765,7 +773,7 @@ impl Node {
     /// [`CALL_TIMEOUT`]).
     fn send(&self, cmd: Command) -> Result<(), Error> {
         let deadline = Instant::now() + CALL_TIMEOUT;
-        match block_on_until(self.commands.send(cmd), deadline) {
+        match block_on(self.commands.send(cmd), Some(deadline)) {
             Some(Ok(())) => Ok(()),
             Some(Err(_)) => Err(Error::Closed),
             None => Err(Error::Timeout(CALL_TIMEOUT)),
@@ -776,12 +784,12 @@ impl Node {
     fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
         let deadline = Instant::now() + CALL_TIMEOUT;
-        match block_on_until(self.commands.send(make(tx)), deadline) {
+        match block_on(self.commands.send(make(tx)), Some(deadline)) {
             Some(Ok(())) => {}
             Some(Err(_)) => return Err(Error::Closed),
             None => return Err(Error::Timeout(CALL_TIMEOUT)),
         }
-        match block_on_until(rx, deadline) {
+        match block_on(rx, Some(deadline)) {
             Some(Ok(v)) => Ok(v),
             Some(Err(_)) => Err(Error::Closed),
             None => Err(Error::Timeout(CALL_TIMEOUT)),
@@ -919,8 +927,8 @@ impl Node {
         };
         let (tx, rx) = oneshot::channel();
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
-        if let Some(Ok(())) = block_on_until(self.commands.send(Command::Shutdown(tx)), deadline) {
-            let _ = block_on_until(rx, deadline);
+        if let Some(Ok(())) = block_on(self.commands.send(Command::Shutdown(tx)), Some(deadline)) {
+            let _ = block_on(rx, Some(deadline));
         }
         if tokio::runtime::Handle::try_current().is_ok() {
             // Safe inside an async context, unlike dropping the runtime.

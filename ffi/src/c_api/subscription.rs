@@ -14,11 +14,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake};
+use std::task::Poll;
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
-use starling_core::node::{Item, OfflineReason, PresenceChange, Subscription};
+use starling_core::node::{block_on, Item, OfflineReason, PresenceChange, Subscription};
 use tokio::sync::Notify;
 
 use super::node::{node_ref, starling_node};
@@ -168,25 +168,6 @@ pub struct starling_subscription {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Polls `fut` to completion on this thread (the delivery thread has no runtime).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
 /// The next item, or `None` when stopped or the subscription ended.
 fn next_item(sub: &Subscription, shared: &SubShared) -> Option<Item> {
     if shared.stop.load(Ordering::Acquire) {
@@ -194,12 +175,17 @@ fn next_item(sub: &Subscription, shared: &SubShared) -> Option<Item> {
     }
     let mut stopped = pin!(shared.wake.notified());
     let mut next = pin!(sub.next());
-    block_on(poll_fn(|cx| {
-        if stopped.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        next.as_mut().poll(cx)
-    }))
+    // The delivery thread has no runtime; it waits without a deadline.
+    block_on(
+        poll_fn(|cx| {
+            if stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            next.as_mut().poll(cx)
+        }),
+        None,
+    )
+    .flatten()
 }
 
 fn dispatch(cbs: &starling_callbacks, item: Item) {
