@@ -859,8 +859,15 @@ fn lean_endpoint(
 /// is 47 KiB, and with one GSO segment the send buffer is one MTU. A node has a few dozen
 /// mostly idle connections, and the payload limit is 64 KiB, so offload buys little here:
 /// `recvmmsg` still takes up to 32 datagrams per call.
+///
+/// Receive offload is only switched off where we know how (Linux); elsewhere (e.g.
+/// Windows' URO) the socket keeps what quinn-udp set up and reports its real batch size,
+/// since claiming one segment while the OS coalesces would truncate datagrams.
 #[derive(Debug)]
-struct LeanSocket(Arc<dyn quinn::AsyncUdpSocket>);
+struct LeanSocket {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    recv_segments: usize,
+}
 
 impl LeanSocket {
     fn wrap(
@@ -872,13 +879,24 @@ impl LeanSocket {
         // quinn-udp switches GRO on when it takes the socket, so it is switched off after.
         let inner = runtime.wrap_udp_socket(socket)?;
         #[cfg(target_os = "linux")]
-        disable_gro(fd)?;
-        Ok(Arc::new(LeanSocket(inner)))
+        let recv_segments = match disable_gro(fd) {
+            Ok(()) => 1,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot switch UDP GRO off; keeping it");
+                inner.max_receive_segments()
+            }
+        };
+        #[cfg(not(target_os = "linux"))]
+        let recv_segments = inner.max_receive_segments();
+        Ok(Arc::new(LeanSocket {
+            inner,
+            recv_segments,
+        }))
     }
 }
 
 /// Switches UDP generic receive offload off, so the kernel never hands over a batch of
-/// datagrams bigger than one receive slot ([`LeanSocket`] reports one segment).
+/// datagrams bigger than one receive slot.
 #[cfg(target_os = "linux")]
 fn disable_gro(fd: std::os::fd::RawFd) -> std::io::Result<()> {
     /// `UDP_GRO` from linux/udp.h (not in the libc crate).
@@ -907,11 +925,11 @@ fn disable_gro(fd: std::os::fd::RawFd) -> std::io::Result<()> {
 
 impl quinn::AsyncUdpSocket for LeanSocket {
     fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
-        Arc::clone(&self.0).create_io_poller()
+        Arc::clone(&self.inner).create_io_poller()
     }
 
     fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
-        self.0.try_send(transmit)
+        self.inner.try_send(transmit)
     }
 
     fn poll_recv(
@@ -920,11 +938,11 @@ impl quinn::AsyncUdpSocket for LeanSocket {
         bufs: &mut [std::io::IoSliceMut<'_>],
         meta: &mut [quinn::udp::RecvMeta],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.0.poll_recv(cx, bufs, meta)
+        self.inner.poll_recv(cx, bufs, meta)
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 
     fn max_transmit_segments(&self) -> usize {
@@ -932,11 +950,11 @@ impl quinn::AsyncUdpSocket for LeanSocket {
     }
 
     fn max_receive_segments(&self) -> usize {
-        1
+        self.recv_segments
     }
 
     fn may_fragment(&self) -> bool {
-        self.0.may_fragment()
+        self.inner.may_fragment()
     }
 }
 
