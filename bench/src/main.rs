@@ -17,7 +17,10 @@
 //! - `churn`: kill 10% of the N nodes abruptly; time until each neighbour of a killed node
 //!   has a replacement neighbour, and until every survivor sees the killed offline.
 //! - `idle`: N nodes each on T topics (default 10), idle after the overlays formed: RSS
-//!   growth per node, actor timer wake-ups and thread context switches per second.
+//!   growth per node (and how much of it is live heap, per glibc), actor timer wake-ups
+//!   and thread context switches per second. `STARLING_BENCH_SMAPS=FILE` copies
+//!   /proc/self/smaps at the RSS reading; `STARLING_BENCH_EXIT_AFTER_RSS=1` exits there,
+//!   for a heap profiler (`heaptrack`) to report what the idle nodes hold as "leaked".
 //!
 //! A figure that cannot be measured is printed as null, never guessed.
 //!
@@ -539,6 +542,21 @@ fn rss_kb() -> Option<u64> {
         .ok()
 }
 
+/// Where the process's malloc'd memory is, in KiB, from glibc's `mallinfo2` (all
+/// arenas): [in use in the arenas, kept free in the arenas, large blocks mmapped on their
+/// own (counted whole, though only touched pages are resident)].
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn malloc_kb() -> Option<[u64; 3]> {
+    // SAFETY: plain libc call without arguments to uphold; it only reads allocator state.
+    let m = unsafe { libc::mallinfo2() };
+    Some([m.uordblks, m.fordblks, m.hblkhd].map(|b| (b / 1024) as u64))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn malloc_kb() -> Option<[u64; 3]> {
+    None
+}
+
 /// Context switches (wake-ups) of the nodes' runtime threads.
 fn node_thread_wakeups() -> Option<u64> {
     let mut total = 0;
@@ -560,6 +578,7 @@ fn node_thread_wakeups() -> Option<u64> {
 
 fn idle_workload(args: &Args) -> Value {
     let rss_before = rss_kb();
+    let heap_before = malloc_kb();
     let nodes = start_nodes(args.nodes, "bench-idle");
     let mut subs = Vec::new();
     for n in &nodes {
@@ -569,6 +588,21 @@ fn idle_workload(args: &Args) -> Value {
             let _ = n.set_presence(topic, "i");
         }
     }
+    // An application reads its subscriptions (presence events arrive for every peer while
+    // the overlays form): a reader thread drains them, as one would.
+    let subs = Arc::new(subs);
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let (subs, reading) = (Arc::clone(&subs), Arc::clone(&reading));
+        std::thread::spawn(move || {
+            while reading.load(Ordering::Relaxed) {
+                for s in subs.iter() {
+                    while s.try_recv().is_ok() {}
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     // Idle means after formation: every node sees every other online in every topic
     // (bounded wait, reported), then a few seconds for the last joins' follow-up walks.
     let formed = (0..args.topics).all(|t| {
@@ -580,6 +614,19 @@ fn idle_workload(args: &Args) -> Value {
     });
     std::thread::sleep(Duration::from_secs(5));
     let rss_after = rss_kb();
+    let heap_after = malloc_kb();
+    // Profiling aids (see docs/BENCHMARKS.md, RSS): a copy of the memory map at this
+    // point, and an exit right here, so that a heap profiler's "leaked at exit" is exactly
+    // what the idle nodes hold.
+    if let Ok(path) = std::env::var("STARLING_BENCH_SMAPS") {
+        if let Err(e) = std::fs::copy("/proc/self/smaps", &path) {
+            eprintln!("STARLING_BENCH_SMAPS: cannot write {path}: {e}");
+        }
+    }
+    if std::env::var_os("STARLING_BENCH_EXIT_AFTER_RSS").is_some() {
+        eprintln!("idle: exiting after the RSS reading (STARLING_BENCH_EXIT_AFTER_RSS)");
+        std::process::exit(0);
+    }
     // Each node's counter is read with the time of its own reading, so slow stats calls
     // on a loaded machine do not skew the windows.
     let timers = || -> Vec<Option<(u64, Instant)>> {
@@ -622,12 +669,23 @@ fn idle_workload(args: &Args) -> Value {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1024.0 / n),
         _ => None,
     };
+    // RSS growth split: live heap allocations vs memory the allocator keeps free (freed
+    // after bursts, fragmentation); the rest of the RSS growth is thread stacks and
+    // other non-malloc pages.
+    let heap: Vec<Option<f64>> = (0..3)
+        .map(|i| match (heap_before, heap_after) {
+            (Some(a), Some(b)) => Some(b[i].saturating_sub(a[i]) as f64 / 1024.0 / n),
+            _ => None,
+        })
+        .collect();
     let stats: Vec<_> = nodes.iter().filter_map(|n| n.stats().ok()).collect();
     let per_node = |f: &dyn Fn(&starling_core::node::Stats) -> usize| {
         stats.iter().map(|s| f(s) as f64).sum::<f64>() / stats.len().max(1) as f64
     };
     let connections = per_node(&|s| s.peers);
     let neighbours = per_node(&|s| s.neighbors);
+    reading.store(false, Ordering::Relaxed);
+    let _ = reader.join();
     drop(subs);
     for n in &nodes {
         n.abort();
@@ -636,11 +694,13 @@ fn idle_workload(args: &Args) -> Value {
         "suite": "node", "workload": "idle",
         "connections_per_node": connections, "neighbours_per_node": neighbours, "nodes": args.nodes, "topics_per_node": args.topics,
         "overlay_formed": formed,
-        "rss_per_node_mb": rss, "idle_wakeups_per_s": wake,
+        "rss_per_node_mb": rss, "heap_live_per_node_mb": heap[0],
+        "heap_free_per_node_mb": heap[1], "heap_mmapped_per_node_mb": heap[2],
+        "idle_wakeups_per_s": wake,
         "idle_wakeups_per_s_p50": percentile(&rates, 0.5),
         "idle_wakeups_per_s_max": percentile(&rates, 1.0),
         "context_switches_per_s": switches,
-        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s (mean over nodes; p50 and max also given), from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement)",
+        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s (mean over nodes; p50 and max also given), from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement); rss_per_node_mb: process RSS growth from before the nodes start to after formation, / nodes (a reader thread drains every subscription meanwhile, as an application would); heap_live/heap_free/heap_mmapped_per_node_mb: growth over the same span of malloc'd bytes in use in the arenas / kept free in the arenas / in large blocks mmapped on their own (counted whole, resident only where touched), glibc mallinfo2, / nodes",
     })
 }
 

@@ -21,6 +21,9 @@ pub(crate) enum Pop<T> {
     Ended,
 }
 
+/// Ring capacity an emptied queue keeps (items); more is released when it empties.
+const KEEP_CAPACITY: usize = 16;
+
 struct Inner<T> {
     items: VecDeque<T>,
     lost: u64,
@@ -102,7 +105,14 @@ impl<T> Queue<T> {
             return Pop::Lagged(std::mem::take(&mut g.lost));
         }
         match g.items.pop_front() {
-            Some(item) => Pop::Item(item),
+            Some(item) => {
+                // A burst (e.g. a presence Online per peer at start) grows the ring; hand
+                // that back once the reader caught up, so an idle queue stays small.
+                if g.items.is_empty() && g.items.capacity() > KEEP_CAPACITY {
+                    g.items.shrink_to(KEEP_CAPACITY);
+                }
+                Pop::Item(item)
+            }
             None if g.writer_closed || g.reader_closed => Pop::Ended,
             None => Pop::Empty,
         }
@@ -181,5 +191,26 @@ mod tests {
         q.close_reader();
         assert_eq!(q.push(6), (false, false));
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn an_emptied_queue_releases_a_burst() {
+        let q = Queue::new(10_000);
+        for i in 0..1_000 {
+            q.push(i);
+        }
+        assert!(q.lock().items.capacity() >= 1_000);
+        for i in 0..1_000 {
+            assert!(matches!(q.try_pop(), Pop::Item(n) if n == i));
+        }
+        assert!(matches!(q.try_pop(), Pop::Empty));
+        let cap = q.lock().items.capacity();
+        assert!(
+            cap <= KEEP_CAPACITY,
+            "an empty queue kept room for {cap} items"
+        );
+        // And it still works after shrinking.
+        q.push(7);
+        assert!(matches!(q.try_pop(), Pop::Item(7)));
     }
 }

@@ -724,7 +724,7 @@ impl Endpoint {
         }
         let (client, server) = quic_configs(key, network_id, &options)?;
         let mut quic = match &options.faults {
-            None => quinn::Endpoint::server(server, addr),
+            None => lean_endpoint(server, addr),
             Some(faults) => super::fault::server_endpoint(server, addr, faults),
         }
         .map_err(|source| TransportError::Bind { addr, source })?;
@@ -792,7 +792,7 @@ impl Endpoint {
             .await
             .map_err(|_| TransportError::Timeout { addr, after })?
             .map_err(|e| handshake_error(addr, e))?;
-        let conn = Connection::establish(conn, self.max_frame)?;
+        let conn = Connection::establish(conn, self.max_frame, self.private.is_some())?;
         if let Some(expected) = expected {
             let actual = conn.peer_id();
             if actual != expected {
@@ -831,6 +831,132 @@ impl Endpoint {
     }
 }
 
+/// Binds the endpoint's UDP socket behind [`LeanSocket`] (what `quinn::Endpoint::server`
+/// does, with the wrapper in between).
+fn lean_endpoint(
+    server: quinn::ServerConfig,
+    addr: SocketAddr,
+) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+    let socket = LeanSocket::wrap(socket, runtime.as_ref())?;
+    quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+}
+
+/// quinn's UDP socket, one datagram per system-call slot: no receive offload (GRO) and no
+/// send offload (GSO).
+///
+/// Why: quinn sizes its buffers by the offload batch, and keeps them. The endpoint's
+/// receive buffer is max UDP payload (1,472) × GRO segments (64) × `recvmmsg` batch (32)
+/// = 3 MiB per node, of which bursts leave about 0.3 MiB resident; each connection keeps a
+/// send buffer of GSO segments (10) × MTU ≈ 14 KiB. With one GRO segment the receive buffer
+/// is 47 KiB, and with one GSO segment the send buffer is one MTU. A node has a few dozen
+/// mostly idle connections, and the payload limit is 64 KiB, so offload buys little here:
+/// `recvmmsg` still takes up to 32 datagrams per call.
+///
+/// Receive offload is only switched off where we know how (Linux); elsewhere (e.g.
+/// Windows' URO) the socket keeps what quinn-udp set up and reports its real batch size,
+/// since claiming one segment while the OS coalesces would truncate datagrams.
+#[derive(Debug)]
+struct LeanSocket {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    recv_segments: usize,
+}
+
+impl LeanSocket {
+    fn wrap(
+        socket: std::net::UdpSocket,
+        runtime: &dyn quinn::Runtime,
+    ) -> std::io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        #[cfg(target_os = "linux")]
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+        // quinn-udp switches GRO on when it takes the socket, so it is switched off after.
+        let inner = runtime.wrap_udp_socket(socket)?;
+        #[cfg(target_os = "linux")]
+        let recv_segments = match disable_gro(fd) {
+            Ok(()) => 1,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot switch UDP GRO off; keeping it");
+                inner.max_receive_segments()
+            }
+        };
+        #[cfg(not(target_os = "linux"))]
+        let recv_segments = inner.max_receive_segments();
+        Ok(Arc::new(LeanSocket {
+            inner,
+            recv_segments,
+        }))
+    }
+}
+
+/// Switches UDP generic receive offload off, so the kernel never hands over a batch of
+/// datagrams bigger than one receive slot.
+#[cfg(target_os = "linux")]
+fn disable_gro(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    /// `UDP_GRO` from linux/udp.h (not in the libc crate).
+    const UDP_GRO: libc::c_int = 104;
+    let off: libc::c_int = 0;
+    // SAFETY: `fd` is the open socket owned by quinn's wrapper (alive: we hold it), and the
+    // option value is a c_int of the stated size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    // ENOPROTOOPT: a kernel without UDP GRO (before 5.0), which never coalesces anyway.
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOPROTOOPT) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+impl quinn::AsyncUdpSocket for LeanSocket {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        Arc::clone(&self.inner).create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        1
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.recv_segments
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
 /// A private network's credential check, shared by the endpoint's tasks.
 #[derive(Debug)]
 struct PrivateCtx {
@@ -853,7 +979,7 @@ async fn accept_loop(
             let mut result = match tokio::time::timeout(after, incoming).await {
                 Err(_) => Err(TransportError::Timeout { addr, after }),
                 Ok(Err(e)) => Err(handshake_error(addr, e)),
-                Ok(Ok(conn)) => Connection::establish(conn, max_frame),
+                Ok(Ok(conn)) => Connection::establish(conn, max_frame, private.is_some()),
             };
             if let (Ok(conn), Some(ctx)) = (&result, &private) {
                 if let Err(e) = conn.admit(ctx, after).await {
@@ -884,8 +1010,9 @@ struct Shared {
     senders: [Mutex<Option<SendStream>>; 2],
     receivers: Mutex<Receivers>,
     fault: Arc<StdMutex<Option<Fault>>>,
-    /// The peer's credential, if it sent one (private networks).
-    admission: Mutex<mpsc::Receiver<Vec<u8>>>,
+    /// The peer's credential, if it sent one. Private networks only: an open network has
+    /// no channel for it (one channel less per connection).
+    admission: Option<Mutex<mpsc::Receiver<Vec<u8>>>>,
 }
 
 impl Drop for Shared {
@@ -926,7 +1053,13 @@ impl Drop for ResetOnDrop {
 
 impl Connection {
     /// Wraps a finished handshake: reads the proven identity and starts the readers.
-    fn establish(conn: quinn::Connection, max_frame: usize) -> Result<Connection, TransportError> {
+    /// `private`: the endpoint is on a private network, so the peer's credential is kept
+    /// for [`Connection::admit`].
+    fn establish(
+        conn: quinn::Connection,
+        max_frame: usize,
+        private: bool,
+    ) -> Result<Connection, TransportError> {
         let peer = conn
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -940,7 +1073,12 @@ impl Connection {
         };
         let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
         let (data_tx, data) = mpsc::channel(DATA_QUEUE);
-        let (admission_tx, admission) = mpsc::channel(1);
+        let (admission_tx, admission) = if private {
+            let (tx, rx) = mpsc::channel(1);
+            (Some(tx), Some(Mutex::new(rx)))
+        } else {
+            (None, None)
+        };
         let fault = Arc::new(StdMutex::new(None));
         tokio::spawn(accept_streams(
             conn.clone(),
@@ -961,7 +1099,7 @@ impl Connection {
                 senders: [Mutex::new(None), Mutex::new(None)],
                 receivers: Mutex::new(Receivers { control, data }),
                 fault,
-                admission: Mutex::new(admission),
+                admission,
             }),
         })
     }
@@ -987,8 +1125,17 @@ impl Connection {
         })?;
         let _ = stream.finish();
         let theirs = {
-            let mut rx = self.shared.admission.lock().await;
-            tokio::time::timeout(patience, rx.recv()).await
+            match &self.shared.admission {
+                Some(rx) => {
+                    let mut rx = rx.lock().await;
+                    tokio::time::timeout(patience, rx.recv())
+                        .await
+                        .map_err(|_| ())
+                }
+                // Established without one: cannot happen for an endpoint with a
+                // private network, reported as the credential missing if it did.
+                None => Err(()),
+            }
         };
         let peer = self.peer_id();
         let verdict = match theirs {
@@ -1178,7 +1325,8 @@ fn fail(conn: &quinn::Connection, fault_slot: &StdMutex<Option<Fault>>, code: u3
 struct Senders {
     control: mpsc::Sender<Bytes>,
     data: mpsc::Sender<Bytes>,
-    admission: mpsc::Sender<Vec<u8>>,
+    /// Private networks only (see [`Shared::admission`]).
+    admission: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 /// Accepts the peer's unidirectional streams, one reader task each.
@@ -1201,7 +1349,7 @@ async fn accept_streams(
 
 /// Reads a credential stream: a `u16` length (at most [`MAX_CREDENTIAL_BYTES`]) and the
 /// credential. Only the first is kept; an open network ignores it.
-async fn read_credential(stream: &mut RecvStream, tx: &mpsc::Sender<Vec<u8>>) {
+async fn read_credential(stream: &mut RecvStream, tx: Option<&mpsc::Sender<Vec<u8>>>) {
     let mut len = [0u8; 2];
     if stream.read_exact(&mut len).await.is_err() {
         return;
@@ -1209,11 +1357,13 @@ async fn read_credential(stream: &mut RecvStream, tx: &mpsc::Sender<Vec<u8>>) {
     let len = usize::from(u16::from_be_bytes(len));
     if len > MAX_CREDENTIAL_BYTES {
         // Cannot be a credential: the check then reports it as malformed.
-        let _ = tx.try_send(Vec::new());
+        if let Some(tx) = tx {
+            let _ = tx.try_send(Vec::new());
+        }
         return;
     }
     let mut buf = vec![0u8; len];
-    if stream.read_exact(&mut buf).await.is_ok() {
+    if let (Ok(()), Some(tx)) = (stream.read_exact(&mut buf).await, tx) {
         let _ = tx.try_send(buf);
     }
 }
@@ -1231,7 +1381,7 @@ async fn read_stream(
         return; // ended or reset before saying anything: nothing to deliver
     }
     if tag[0] == ADMISSION_TAG {
-        read_credential(&mut stream, &senders.admission).await;
+        read_credential(&mut stream, senders.admission.as_ref()).await;
         return;
     }
     let tx = match StreamClass::from_tag(tag[0]) {
@@ -1337,6 +1487,38 @@ mod tests {
         let mut other_alg = spki.clone();
         other_alg[8] = 0x71; // Ed448 OID
         assert_eq!(ed25519_key(&other_alg), None);
+    }
+
+    /// The endpoint's socket takes one datagram per receive slot and sends one per
+    /// transmit, so quinn keeps small buffers (see [`LeanSocket`]); GRO must really be off
+    /// on the socket, or the kernel would hand over batches bigger than a slot.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_lean_socket_has_offload_off() {
+        use std::os::fd::AsRawFd;
+        const UDP_GRO: libc::c_int = 104;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let fd = socket.as_raw_fd();
+        let lean = LeanSocket::wrap(socket, &quinn::TokioRuntime).expect("wrap");
+        assert_eq!(lean.max_receive_segments(), 1);
+        assert_eq!(lean.max_transmit_segments(), 1);
+        let mut gro: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `fd` is alive (owned by `lean`); value and length describe a c_int.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_UDP,
+                UDP_GRO,
+                (&mut gro as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        // A kernel without UDP GRO (ENOPROTOOPT) never coalesces: nothing to check.
+        if rc == 0 {
+            assert_eq!(gro, 0, "UDP GRO is still on");
+        }
+        drop(lean);
     }
 
     #[test]
