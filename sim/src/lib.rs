@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use starling_core::identity::PeerId;
 use starling_core::proto::{self, Time};
 use starling_core::wire::{MessageId, TopicId};
 
@@ -25,6 +26,7 @@ pub const SCENARIOS: &[&str] = &[
     "partition-heal",
     "sparse-topic",
     "presence",
+    "replace",
 ];
 
 /// What to run.
@@ -126,6 +128,28 @@ pub struct Report {
     /// Sparse topic: payload messages received by nodes not subscribed (must be 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonsubscriber_payloads: Option<u64>,
+    /// Replace: survivors that lost a network-wide neighbour to the crash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_lost: Option<usize>,
+    /// Replace: of those, how many had a new neighbour within 10 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_replaced: Option<usize>,
+    /// Replace: from the crash until the survivor dropped the dead neighbour, median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_detect_p50_ms: Option<f64>,
+    /// Replace: the same, largest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_detect_max_ms: Option<f64>,
+    /// Replace: from the crash until the survivor's next new neighbour, median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_p50_ms: Option<f64>,
+    /// Replace: the same, largest (infinite if a survivor got none within 10 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_max_ms: Option<f64>,
+    /// Replace: refill neighbour requests the survivors sent after the crash, and how many
+    /// were refused or timed out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refill_requests: Option<(u64, u64, u64)>,
     /// Simulated seconds.
     pub sim_s: f64,
     /// Events processed.
@@ -147,6 +171,8 @@ struct Tracker {
     deliveries: HashMap<MessageId, HashMap<u32, (Time, u16)>>,
     duplicates: u64,
     presence: Vec<(Time, u32, proto::presence::PresenceEvent)>,
+    /// Network-wide active-view changes: (when, node, peer, up).
+    neighbors: Vec<(Time, u32, PeerId, bool)>,
 }
 
 impl Tracker {
@@ -161,6 +187,7 @@ impl Tracker {
                     }
                 }
                 Observed::Presence { node, ev } => self.presence.push((now, node, ev)),
+                Observed::Neighbor { node, peer, up } => self.neighbors.push((now, node, peer, up)),
             }
         }
     }
@@ -419,11 +446,15 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
             p.latency_ms.0, p.latency_ms.1
         ));
     }
-    let net = NetConfig {
+    let mut net = NetConfig {
         latency_min: Duration::from_millis(p.latency_ms.0),
         latency_max: Duration::from_millis(p.latency_ms.1),
         ..NetConfig::default()
     };
+    if p.scenario == "replace" {
+        // As QUIC on loopback: a dial to a dead port fails only at the handshake timeout.
+        net.dial_timeout = Duration::from_secs(5);
+    }
     let mut sim = Sim::new(p.seed, net, proto::Config::default());
     let mut tr = Tracker::default();
     let mut report = Report {
@@ -505,6 +536,7 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
         "churn" => churn(&mut sim, &mut tr, &mut report, p.broadcasts),
         "partition-heal" => partition_heal(&mut sim, &mut tr, &mut report, &subscribers),
         "presence" => presence(&mut sim, &mut tr, &mut report, &subscribers),
+        "replace" => replace(&mut sim, &mut tr, &mut report),
         _ => unreachable!("checked above"),
     }
     let final_subs: Vec<u32> = if p.scenario == "churn" {
@@ -639,6 +671,82 @@ fn churn(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, broadcasts: usize
         })
         .collect();
     summarize(report, &outcomes);
+}
+
+/// Every node announces presence; then crashes every node whose index ends in 5 (10%, as
+/// the node benchmark's churn workload does) and measures, per survivor that lost a network-wide neighbour, the time from the
+/// crash until it dropped the dead one and until its next new neighbour.
+fn replace(sim: &mut Sim, tr: &mut Tracker, report: &mut Report) {
+    // Every node announces presence, as in the benchmark (its failure notices are what
+    // tell a crashed node's other neighbours).
+    for i in sim.live() {
+        let meta = Bytes::from(format!("member {i}"));
+        sim.with(i, |s, now| s.set_presence(topic(), meta, now));
+    }
+    run(sim, tr, Duration::from_secs(5));
+    let refill = |sim: &Sim| -> HashMap<u32, proto::hyparview::Counters> {
+        sim.live()
+            .into_iter()
+            .filter_map(|i| Some((i, sim.state(i)?.membership_counters().clone())))
+            .collect()
+    };
+    let victims: Vec<u32> = (0..sim.nodes.len() as u32)
+        .filter(|i| i % 10 == 5)
+        .collect();
+    let victim_ids: HashSet<PeerId> = victims.iter().map(|&v| sim.nodes[v as usize].id).collect();
+    for &v in &victims {
+        sim.crash(v);
+    }
+    let before = refill(sim);
+    tr.neighbors.clear();
+    let crash_at = sim.now;
+    run(sim, tr, Duration::from_secs(10));
+    let mut down: HashMap<u32, Time> = HashMap::new();
+    let mut up: HashMap<u32, Time> = HashMap::new();
+    for &(t, node, peer, is_up) in &tr.neighbors {
+        if !is_up && victim_ids.contains(&peer) {
+            down.entry(node).or_insert(t);
+        } else if is_up && down.contains_key(&node) {
+            up.entry(node).or_insert(t);
+        }
+    }
+    let since = |t: &Time| ms(t.saturating_since(crash_at));
+    let mut detect: Vec<f64> = down.values().map(since).collect();
+    detect.sort_by(f64::total_cmp);
+    let mut replaced: Vec<f64> = up.values().map(since).collect();
+    replaced.sort_by(f64::total_cmp);
+    if std::env::var_os("STARLING_SIM_DEBUG").is_some() {
+        for (node, t) in &down {
+            let s = sim.state(*node);
+            eprintln!(
+                "node {node}: down {:.0} ms, up {}, active {}, passive {}",
+                since(t),
+                up.get(node)
+                    .map_or("never".into(), |u| format!("{:.0} ms", since(u))),
+                s.map_or(0, |s| s.neighbors().len()),
+                s.map_or(0, |s| s.passive_peers().len()),
+            );
+        }
+    }
+    report.replace_lost = Some(down.len());
+    report.replace_replaced = Some(up.len());
+    report.replace_detect_p50_ms = Some(percentile(&detect, 0.5));
+    report.replace_detect_max_ms = Some(percentile(&detect, 1.0));
+    report.replace_p50_ms = Some(percentile(&replaced, 0.5));
+    report.replace_max_ms = Some(if up.len() < down.len() {
+        f64::INFINITY
+    } else {
+        percentile(&replaced, 1.0)
+    });
+    let after = refill(sim);
+    let (mut sent, mut refused, mut timeouts) = (0, 0, 0);
+    for (i, a) in &after {
+        let b = before.get(i).cloned().unwrap_or_default();
+        sent += a.refill_requests - b.refill_requests;
+        refused += a.refill_refused - b.refill_refused;
+        timeouts += a.refill_timeouts - b.refill_timeouts;
+    }
+    report.refill_requests = Some((sent, refused, timeouts));
 }
 
 /// Splits the network in two halves for 60 s, then heals it.

@@ -384,6 +384,11 @@ impl State {
         self.global.active()
     }
 
+    /// Network-wide overlay's refill counters (where neighbour replacement time goes).
+    pub fn membership_counters(&self) -> &hyparview::Counters {
+        self.global.counters()
+    }
+
     /// Network-wide passive view.
     pub fn passive_peers(&self) -> Vec<PeerId> {
         self.global.passive()
@@ -952,6 +957,18 @@ impl State {
                             presence::OfflineReason::Failed { .. } | presence::OfflineReason::Left
                         )
                     ) {
+                        if matches!(
+                            ev.change,
+                            presence::PresenceChange::Offline(
+                                presence::OfflineReason::Failed { .. }
+                            )
+                        ) {
+                            // Someone else's detector found it dead: check it now if it is
+                            // our neighbour too (swim::State::hint_failed).
+                            let mut sw = Vec::new();
+                            self.swim.hint_failed(&ev.peer, now, &mut sw);
+                            self.on_swim(sw, now);
+                        }
                         self.global.forget_passive(&ev.peer);
                         for t in self.topics.values_mut() {
                             t.membership.forget_passive(&ev.peer);
