@@ -325,6 +325,11 @@ impl State {
         self.active.iter().map(|p| p.id).collect()
     }
 
+    /// How many backups the passive view holds (no allocation).
+    pub fn passive_len(&self) -> usize {
+        self.passive.len()
+    }
+
     /// The passive view.
     pub fn passive(&self) -> Vec<PeerId> {
         self.passive.iter().map(|p| p.info.id).collect()

@@ -728,9 +728,12 @@ impl State {
         if self.global.active().is_empty() && self.next_bootstrap.is_some_and(|t| t <= now) {
             self.join_bootstrap(now);
         }
-        if self.global.active().is_empty() {
+        let under_full = self.global.active_len() < self.config.membership.active_view_capacity;
+        if self.global.active_len() == 0 || (under_full && self.global.passive_len() == 0) {
             // Cut off from the network-wide overlay (every neighbour and backup failed) but
-            // still in a topic's: its members are live contacts to rejoin through.
+            // still in a topic's: its members are live contacts to rejoin through. Likewise
+            // for an under-full view with no backup left (a young overlay's passive views
+            // are small, and a crash empties some): they are the refill's candidates.
             for t in self.topics.values() {
                 for p in t.membership.active() {
                     if let Some(info) = t.membership.peer_info(&p) {

@@ -342,9 +342,11 @@ impl State {
             return; // it spoke just now: the notice is stale or false
         }
         let deadline = now + window;
-        if w.phase.deadline().is_some_and(|d| d <= deadline) {
+        if matches!(w.phase, Phase::Suspected { deadline: d, .. } if d <= deadline) {
             return; // our own verdict comes sooner
         }
+        // A probe in progress (probing or indirect phase) would reach its verdict only
+        // after the rest of its phases: the notice's verdict replaces it.
         w.phase = Phase::Suspected {
             deadline,
             nonce,
@@ -1036,6 +1038,31 @@ mod tests {
             .collect();
         assert_eq!(dead, vec![(ms(2100), id(1))]);
         assert!(s.is_watched(&id(2)) && !s.is_watched(&id(1)));
+        // A probe already in progress is cut short too: it would reach its verdict only
+        // after its indirect phase and suspicion.
+        s.watch(info(3), ms(2100));
+        let round = s.next_round().expect("watching");
+        let log = run_timers(&mut s, round); // the round probes 3 (never heard from)
+        let probe_at = log
+            .iter()
+            .find(|(_, e)| matches!(e, OutEvent::Send(p, SwimMsg::Ping { .. }) if *p == id(3)))
+            .map(|(t, _)| *t)
+            .expect("a round probed 3");
+        let mut out = Vec::new();
+        s.hint_failed(&id(3), probe_at + d(10), &mut out);
+        assert!(ping_to(
+            &out.iter()
+                .map(|e| (probe_at, e.clone()))
+                .collect::<Vec<_>>(),
+            3
+        )
+        .is_some());
+        let log = run_timers(&mut s, probe_at + d(510));
+        assert!(
+            log.iter()
+                .any(|(t, e)| *e == OutEvent::PeerDead(id(3)) && *t == probe_at + d(510)),
+            "{log:?}"
+        );
         // An unwatched peer: nothing to do.
         let mut out = Vec::new();
         s.hint_failed(&id(7), ms(2200), &mut out);
