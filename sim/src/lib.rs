@@ -719,12 +719,14 @@ fn replace(sim: &mut Sim, tr: &mut Tracker, report: &mut Report) {
         for (node, t) in &down {
             let s = sim.state(*node);
             eprintln!(
-                "node {node}: down {:.0} ms, up {}, active {}, passive {}",
+                "node {node} {:?}: down {:.0} ms, up {}, active {}, passive {}, refill {:?}",
+                sim.nodes[*node as usize].id,
                 since(t),
                 up.get(node)
                     .map_or("never".into(), |u| format!("{:.0} ms", since(u))),
                 s.map_or(0, |s| s.neighbors().len()),
                 s.map_or(0, |s| s.passive_peers().len()),
+                s.map(|s| s.membership_counters()),
             );
         }
     }

@@ -109,6 +109,12 @@ const MAX_PENDING: usize = 32;
 /// `Limits::max_peers_per_msg`, is 64): bounds the work per message for direct callers too.
 const MAX_PEERS_SCANNED: usize = 64;
 
+/// RTT-adaptive refill timeout: this many smoothed round trips of answered requests…
+const REFILL_RTT_FACTOR: u32 = 4;
+/// …but never less than this: a request to a backup may need a first dial (a QUIC
+/// handshake, more on a busy machine) before it can be answered.
+const MIN_REFILL_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Shortest timer period, so a zero in the config cannot make a driver spin.
 const MIN_PERIOD: Duration = Duration::from_millis(1);
 
@@ -134,6 +140,8 @@ struct Pending {
     high: bool,
     /// When it is given up (a late accept is then answered with a `Disconnect`).
     deadline: Time,
+    /// When it was sent (the reply's round trip adapts the refill timeout).
+    sent: Time,
 }
 
 /// A passive-view entry.
@@ -171,6 +179,8 @@ pub struct State {
     next_rejoin: Option<Time>,
     /// Low-priority refill requests refused since the active view last grew.
     refusals: usize,
+    /// Smoothed round trip of answered requests (None: none answered yet).
+    refill_rtt: Option<Duration>,
     /// Active neighbours lost to failures (not to disconnects) since the view was last
     /// full: that many high-priority refills may be accepted (see `refill_priority`).
     failed_slots: usize,
@@ -194,6 +204,7 @@ impl State {
             next_shuffle: None,
             next_rejoin: None,
             refusals: 0,
+            refill_rtt: None,
             failed_slots: 0,
             left: false,
             counters: Counters::default(),
@@ -214,7 +225,7 @@ impl State {
         self.left = false;
         let id = contact.id;
         let deadline = now + self.join_timeout();
-        self.add_pending(contact, PendingKind::Join, deadline);
+        self.add_pending(contact, PendingKind::Join, now, deadline);
         out.push(OutEvent::Send(id, MembershipMsg::Join(self.me.clone())));
     }
 
@@ -402,7 +413,7 @@ impl State {
         if self.forced_high() {
             return if self.high_pending() { None } else { now_ok };
         }
-        if self.failed_slots > 0 && self.refills_pending() == 0 {
+        if self.failed_slots > 0 && !self.high_pending() {
             return now_ok; // a low-priority request, or else a high-priority one
         }
         open.map(|e| e.not_before).min()
@@ -522,7 +533,7 @@ impl State {
         self.learn(&peer, out);
         let id = peer.id;
         let deadline = now + self.config.neighbor_request_timeout;
-        self.add_pending(peer, PendingKind::Walk, deadline);
+        self.add_pending(peer, PendingKind::Walk, now, deadline);
         out.push(OutEvent::Send(
             id,
             MembershipMsg::Neighbor {
@@ -575,6 +586,15 @@ impl State {
         out: &mut Vec<OutEvent>,
     ) {
         let pending = self.take_pending(&from);
+        if let Some(p) = &pending {
+            // Any answered request (join, walk end, refill) measures a round trip, maybe
+            // with a first dial: the overlay may have formed without a single refill.
+            let sample = now.saturating_since(p.sent);
+            self.refill_rtt = Some(match self.refill_rtt {
+                Some(r) => (r * 7 + sample) / 8,
+                None => sample,
+            });
+        }
         match (pending, accepted) {
             (Some(p), true)
                 if p.kind == PendingKind::Refill
@@ -746,7 +766,7 @@ impl State {
         };
         let id = info.id;
         let deadline = now + self.join_timeout();
-        self.add_pending(info, PendingKind::Rejoin, deadline);
+        self.add_pending(info, PendingKind::Rejoin, now, deadline);
         out.push(OutEvent::Send(id, MembershipMsg::Join(self.me.clone())));
         self.next_rejoin = Some(now + self.config.rejoin_interval.max(MIN_PERIOD));
     }
@@ -799,8 +819,8 @@ impl State {
             self.passive[i].wanted_us = None;
             let info = self.passive[i].info.clone();
             let id = info.id;
-            let deadline = now + self.config.neighbor_request_timeout;
-            self.add_pending(info, PendingKind::Refill, deadline);
+            let deadline = now + self.refill_timeout();
+            self.add_pending(info, PendingKind::Refill, now, deadline);
             if let Some(p) = self.pending.last_mut() {
                 p.high = high;
             }
@@ -821,8 +841,8 @@ impl State {
     /// Whether the next refill request is high priority: when the active view is empty
     /// (paper); when it is below half its capacity and every passive peer has refused a
     /// low-priority request since the view last grew; or when it lost a neighbour to a
-    /// failure, every request it sent was answered (or timed out) and no passive peer is
-    /// left to ask with low priority.
+    /// failure and no passive peer is left to ask with low priority (for a free slot that
+    /// no pending request covers: `refill` sends only while there is one).
     ///
     /// Departure: with the paper's rule a small group whose members each keep one or two
     /// neighbours, and whose passive peers are all full, stays cut off for ever (seen in
@@ -839,7 +859,6 @@ impl State {
     fn refill_priority(&self, now: Time) -> bool {
         self.forced_high()
             || (self.failed_slots > 0
-                && self.refills_pending() == 0
                 && !self
                     .passive
                     .iter()
@@ -1059,7 +1078,7 @@ impl State {
 
     /// Records an outstanding request; replaces an older one to the same peer and forgets
     /// the oldest non-refill request when too many are outstanding.
-    fn add_pending(&mut self, info: PeerInfo, kind: PendingKind, deadline: Time) {
+    fn add_pending(&mut self, info: PeerInfo, kind: PendingKind, sent: Time, deadline: Time) {
         self.pending.retain(|p| p.info.id != info.id);
         if self.pending.len() >= MAX_PENDING {
             if let Some(i) = self
@@ -1075,6 +1094,7 @@ impl State {
             kind,
             high: false,
             deadline,
+            sent,
         });
     }
 
@@ -1096,6 +1116,24 @@ impl State {
         self.config
             .rejoin_interval
             .max(self.config.neighbor_request_timeout)
+    }
+
+    /// How long a refill request waits: `REFILL_RTT_FACTOR` smoothed round trips of
+    /// answered requests, at least `MIN_REFILL_TIMEOUT`, at most the configured
+    /// `neighbor_request_timeout` (which also applies until a round trip is measured).
+    ///
+    /// Departure: the paper relies on TCP failing the connection. A backup that crashed
+    /// with the neighbour being replaced answers nothing, and a request to it held a free
+    /// slot for the whole configured second (on loopback, refusals come back within
+    /// milliseconds).
+    fn refill_timeout(&self) -> Duration {
+        let configured = self.config.neighbor_request_timeout;
+        match self.refill_rtt {
+            Some(rtt) if configured > MIN_REFILL_TIMEOUT => rtt
+                .saturating_mul(REFILL_RTT_FACTOR)
+                .clamp(MIN_REFILL_TIMEOUT, configured),
+            _ => configured,
+        }
     }
 
     /// Size of a shuffle sample: this node plus its active and passive picks.
@@ -1629,8 +1667,8 @@ mod tests {
         assert!(a.passive().is_empty());
 
         // One low-priority request per free slot goes out at once; a refusal keeps the
-        // peer as a backup. When every backup refused, the node that lost a neighbour to
-        // a failure asks one with high priority.
+        // peer as a backup. When no backup is left to ask with low priority, the node that
+        // lost a neighbour to a failure asks one with high priority.
         let mut b = node(0, Config::default());
         befriend(&mut b, 1, t(0));
         befriend(&mut b, 5, t(0));
@@ -1662,22 +1700,28 @@ mod tests {
             t(20),
             &mut out,
         );
-        assert!(sends(&out).is_empty(), "the other request is still out");
+        // No backup left to ask with low priority (3's request is still out), and free
+        // slots no request covers: 2 is asked again, with high priority.
+        let s = sends(&out);
+        assert_eq!(
+            s,
+            vec![(
+                id(2),
+                MembershipMsg::Neighbor {
+                    peer: info(0),
+                    high_priority: true
+                }
+            )]
+        );
+        // Only one high-priority request at a time.
+        out.clear();
         b.handle_message(
             id(3),
             MembershipMsg::NeighborReply { accepted: false },
             t(21),
             &mut out,
         );
-        let s = sends(&out);
-        assert_eq!(s.len(), 1, "{s:?}");
-        assert!(matches!(
-            s[0].1,
-            MembershipMsg::Neighbor {
-                high_priority: true,
-                ..
-            }
-        ));
+        assert!(sends(&out).is_empty(), "{out:?}");
         assert!(b.passive().contains(&id(2)) && b.passive().contains(&id(3)));
         check_invariants(&b);
     }
@@ -1766,6 +1810,52 @@ mod tests {
         assert_eq!(a.active_len(), 5);
         let c = a.counters();
         assert_eq!((c.refill_refused, c.refill_accepted), (4, 1), "{c:?}");
+    }
+
+    #[test]
+    fn the_refill_timeout_adapts_to_answered_requests() {
+        let mut a = node(0, Config::default());
+        for p in 1..=5 {
+            befriend(&mut a, p, t(0));
+        }
+        a.add_passive(info(6));
+        // Nothing measured yet: the configured timeout (1 s).
+        let mut out = Vec::new();
+        a.peer_failed(id(1), t(1000), &mut out);
+        assert_eq!(a.poll_precise(), Some(t(2000)));
+        // 6 refuses after 2 ms, then takes the high-priority request after 2 ms more.
+        a.handle_message(
+            id(6),
+            MembershipMsg::NeighborReply { accepted: false },
+            t(1002),
+            &mut out,
+        );
+        a.handle_message(
+            id(6),
+            MembershipMsg::NeighborReply { accepted: true },
+            t(1004),
+            &mut out,
+        );
+        assert!(a.is_active(&id(6)));
+        // A backup that crashed too now holds the free slot 250 ms (the floor: 4 RTTs of
+        // 2 ms are less), not 1 s.
+        a.add_passive(info(7));
+        let mut out = Vec::new();
+        a.peer_failed(id(2), t(5000), &mut out);
+        assert!(out.contains(&OutEvent::Send(
+            id(7),
+            MembershipMsg::Neighbor {
+                peer: info(0),
+                high_priority: false
+            }
+        )));
+        assert_eq!(a.poll_precise(), Some(t(5250)));
+        a.handle_timeout(t(5250), &mut out);
+        assert_eq!(a.counters().refill_timeouts, 1);
+        assert!(
+            !a.passive().contains(&id(7)),
+            "an unanswered backup is dropped"
+        );
     }
 
     #[test]

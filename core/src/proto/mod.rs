@@ -663,6 +663,12 @@ impl State {
         if failure == Failure::DialFailed {
             self.directory.forget(&peer);
         }
+        if self.global.is_active(&peer) && self.global.passive_len() == 0 {
+            // Its slot is refilled at once (inside `peer_failed`): give it candidates
+            // rather than wait for the next timer. The failed peer itself is known (active)
+            // and so not added.
+            self.backups_from_topics();
+        }
         let mut ev = Vec::new();
         self.global.peer_failed(peer, now, &mut ev);
         self.on_global(ev, now);
@@ -730,17 +736,7 @@ impl State {
         }
         let under_full = self.global.active_len() < self.config.membership.active_view_capacity;
         if self.global.active_len() == 0 || (under_full && self.global.passive_len() == 0) {
-            // Cut off from the network-wide overlay (every neighbour and backup failed) but
-            // still in a topic's: its members are live contacts to rejoin through. Likewise
-            // for an under-full view with no backup left (a young overlay's passive views
-            // are small, and a crash empties some): they are the refill's candidates.
-            for t in self.topics.values() {
-                for p in t.membership.active() {
-                    if let Some(info) = t.membership.peer_info(&p) {
-                        self.global.add_passive(info);
-                    }
-                }
-            }
+            self.backups_from_topics();
         }
         let mut ev = Vec::new();
         self.global.handle_timeout(now, &mut ev);
@@ -767,6 +763,21 @@ impl State {
             self.deliver(topic, ready);
             if walk_due {
                 self.discover(topic, now);
+            }
+        }
+    }
+
+    /// Offers the topic neighbours as network-wide backups. Used when the network-wide
+    /// overlay is cut off (every neighbour and backup failed) but a topic's is not: its
+    /// members are live contacts to rejoin through. Likewise for an under-full view with no
+    /// backup left (a young overlay's passive views are small, and a crash empties some):
+    /// they are the refill's candidates.
+    fn backups_from_topics(&mut self) {
+        for t in self.topics.values() {
+            for p in t.membership.active() {
+                if let Some(info) = t.membership.peer_info(&p) {
+                    self.global.add_passive(info);
+                }
             }
         }
     }
