@@ -76,7 +76,8 @@ pub struct Report {
     pub control_msgs_per_node: f64,
     /// Live nodes with no network-wide neighbour, or subscribers with no topic neighbour.
     pub isolated_nodes: usize,
-    /// Active-view links that are not mutual, at the end.
+    /// Active-view links that are not mutual at the end and were not a second earlier (a
+    /// link is one-sided while its handshake's answer is in flight).
     pub view_asymmetry: usize,
     /// Connected components of the network-wide overlay among live nodes, at the end (1:
     /// one overlay).
@@ -341,15 +342,12 @@ fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], fro
     let live = sim.live();
     let subs: HashSet<u32> = subscribers.iter().copied().collect();
     let mut isolated = 0;
-    let mut asym = 0;
     for &i in &live {
         let Some(s) = sim.state(i) else { continue };
         let global = s.neighbors();
         if global.is_empty() || (subs.contains(&i) && s.topic_neighbors(&topic()).is_empty()) {
             isolated += 1;
         }
-        asym += one_sided_links(sim, s, |o| o.neighbors());
-        asym += one_sided_links(sim, s, |o| o.topic_neighbors(&topic()));
     }
     report.declared_dead = live
         .iter()
@@ -364,7 +362,6 @@ fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], fro
     report.topic_components = components(sim, subscribers, |s| s.topic_neighbors(&topic()));
     report.network_components = components(sim, &live, |s| s.neighbors());
     report.isolated_nodes = isolated;
-    report.view_asymmetry = asym;
     report.duplicate_deliveries = tr.duplicates;
     let secs = sim.now.saturating_since(from.at).as_secs_f64().max(1e-9);
     report.control_msgs_per_node =
@@ -374,20 +371,32 @@ fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], fro
     report.events = sim.events;
 }
 
-/// How many of `s`'s links (as `links` gives them) the other end does not have back.
-fn one_sided_links(
-    sim: &Sim,
-    s: &proto::State,
-    links: impl Fn(&proto::State) -> Vec<starling_core::identity::PeerId>,
-) -> usize {
-    links(s)
-        .into_iter()
-        .filter(|p| {
-            !sim.index_of(p)
-                .and_then(|j| sim.state(j))
-                .is_some_and(|o| links(o).contains(&s.peer_id()))
-        })
-        .count()
+/// The active-view links (network-wide: `false`, the topic's: `true`) of live nodes that the
+/// other end does not have back.
+fn one_sided_pairs(sim: &Sim) -> HashSet<(PeerId, PeerId, bool)> {
+    let mut pairs = HashSet::new();
+    for i in sim.live() {
+        let Some(s) = sim.state(i) else { continue };
+        for topic_view in [false, true] {
+            let links = |o: &proto::State| {
+                if topic_view {
+                    o.topic_neighbors(&topic())
+                } else {
+                    o.neighbors()
+                }
+            };
+            for p in links(s) {
+                let back = sim
+                    .index_of(&p)
+                    .and_then(|j| sim.state(j))
+                    .is_some_and(|o| links(o).contains(&s.peer_id()));
+                if !back {
+                    pairs.insert((s.peer_id(), p, topic_view));
+                }
+            }
+        }
+    }
+    pairs
 }
 
 /// The number of connected components among the live nodes of `nodes`, following the
@@ -544,7 +553,12 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
     } else {
         subscribers.clone()
     };
+    // A link is one-sided for a round trip while its handshake's answer is in flight:
+    // count only links that are still one-sided a second later.
+    let one_sided = one_sided_pairs(&sim);
+    run(&mut sim, &mut tr, Duration::from_secs(1));
     finish(&sim, &tr, &mut report, &final_subs, baseline);
+    report.view_asymmetry = one_sided_pairs(&sim).intersection(&one_sided).count();
     report.sim_s = sim.now.saturating_since(start).as_secs_f64();
     report.wall_s = wall.elapsed().as_secs_f64();
     Ok(report)
