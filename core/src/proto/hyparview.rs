@@ -169,7 +169,8 @@ pub struct State {
     active: Vec<PeerInfo>,
     /// Backup peers.
     passive: Vec<PassiveEntry>,
-    /// Outstanding requests, at most one per peer, and `Refill`s at most the free slots.
+    /// Outstanding requests, at most one per peer; `Refill`s at most one per free slot when
+    /// sent (an accept after the view filled meanwhile is let go).
     pending: Vec<Pending>,
     /// Failed former neighbours and when they failed, oldest first.
     graveyard: Vec<(PeerInfo, Time)>,
