@@ -469,6 +469,8 @@ fn churn_workload(args: &Args) -> Value {
     let deadline = t0 + Duration::from_secs(10);
     let mut replace = Vec::new();
     let mut down_at: HashMap<usize, Instant> = HashMap::new();
+    // When each of those survivors dropped the killed neighbour (its own detection).
+    let mut dropped = Vec::new();
     let mut done: Vec<bool> = vec![false; nodes.len()];
     while Instant::now() < deadline {
         let mut any = false;
@@ -480,7 +482,10 @@ fn churn_workload(args: &Args) -> Value {
                 any = true;
                 match ev {
                     NetEvent::NeighborDown(p) if killed.contains(&p) => {
-                        down_at.entry(i).or_insert_with(Instant::now);
+                        down_at.entry(i).or_insert_with(|| {
+                            dropped.push(t0.elapsed().as_secs_f64() * 1000.0);
+                            Instant::now()
+                        });
                     }
                     NetEvent::NeighborUp(_) if !done[i] && down_at.contains_key(&i) => {
                         done[i] = true;
@@ -517,6 +522,7 @@ fn churn_workload(args: &Args) -> Value {
     stop.store(true, Ordering::Relaxed);
     offline.sort_by(|a, b| a.total_cmp(b));
     replace.sort_by(|a, b| a.total_cmp(b));
+    dropped.sort_by(|a, b| a.total_cmp(b));
     for n in &nodes {
         n.abort();
     }
@@ -526,6 +532,10 @@ fn churn_workload(args: &Args) -> Value {
         "neighbours_that_lost_one": lost, "replaced": replace.len(),
         "neighbour_replace_ms": percentile(&replace, 1.0),
         "neighbour_replace_p50_ms": percentile(&replace, 0.5),
+        "neighbour_replace_p99_ms": percentile(&replace, 0.99),
+        // Each survivor's own detection: when it dropped the killed neighbour.
+        "neighbour_down_p50_ms": percentile(&dropped, 0.5),
+        "neighbour_down_max_ms": percentile(&dropped, 1.0),
         "offline_detect_p50_ms": percentile(&offline, 0.5),
         "offline_detect_p99_ms": if missing == 0 { percentile(&offline, 0.99) } else { None },
         "offline_pairs_missing": missing,

@@ -123,6 +123,15 @@ pub enum Observed {
         /// The delivery.
         d: proto::Delivery,
     },
+    /// A node's network-wide active view changed.
+    Neighbor {
+        /// The node.
+        node: u32,
+        /// The neighbour.
+        peer: PeerId,
+        /// Whether it came up (else it went down).
+        up: bool,
+    },
     /// A node's presence view changed.
     Presence {
         /// The node.
@@ -336,6 +345,16 @@ impl Sim {
                 Event::Send(to, msg) => self.send(i, to, msg),
                 Event::Deliver(d) => self.observed.push(Observed::Delivered { node: i, d }),
                 Event::Presence(ev) => self.observed.push(Observed::Presence { node: i, ev }),
+                Event::NeighborUp(peer) => self.observed.push(Observed::Neighbor {
+                    node: i,
+                    peer,
+                    up: true,
+                }),
+                Event::NeighborDown(peer) => self.observed.push(Observed::Neighbor {
+                    node: i,
+                    peer,
+                    up: false,
+                }),
                 Event::TopicNeighborUp(..) | Event::TopicNeighborDown(..) => {
                     self.traffic.topic_view_changes += 1
                 }

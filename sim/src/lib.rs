@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use starling_core::identity::PeerId;
 use starling_core::proto::{self, Time};
 use starling_core::wire::{MessageId, TopicId};
 
@@ -25,6 +26,7 @@ pub const SCENARIOS: &[&str] = &[
     "partition-heal",
     "sparse-topic",
     "presence",
+    "replace",
 ];
 
 /// What to run.
@@ -74,7 +76,8 @@ pub struct Report {
     pub control_msgs_per_node: f64,
     /// Live nodes with no network-wide neighbour, or subscribers with no topic neighbour.
     pub isolated_nodes: usize,
-    /// Active-view links that are not mutual, at the end.
+    /// Active-view links that are not mutual at the end and were not a second earlier (a
+    /// link is one-sided while its handshake's answer is in flight).
     pub view_asymmetry: usize,
     /// Connected components of the network-wide overlay among live nodes, at the end (1:
     /// one overlay).
@@ -126,6 +129,28 @@ pub struct Report {
     /// Sparse topic: payload messages received by nodes not subscribed (must be 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonsubscriber_payloads: Option<u64>,
+    /// Replace: survivors that lost a network-wide neighbour to the crash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_lost: Option<usize>,
+    /// Replace: of those, how many had a new neighbour within 10 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_replaced: Option<usize>,
+    /// Replace: from the crash until the survivor dropped the dead neighbour, median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_detect_p50_ms: Option<f64>,
+    /// Replace: the same, largest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_detect_max_ms: Option<f64>,
+    /// Replace: from the crash until the survivor's next new neighbour, median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_p50_ms: Option<f64>,
+    /// Replace: the same, largest (infinite if a survivor got none within 10 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace_max_ms: Option<f64>,
+    /// Replace: refill neighbour requests the survivors sent after the crash, and how many
+    /// were refused or timed out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refill_requests: Option<(u64, u64, u64)>,
     /// Simulated seconds.
     pub sim_s: f64,
     /// Events processed.
@@ -147,6 +172,8 @@ struct Tracker {
     deliveries: HashMap<MessageId, HashMap<u32, (Time, u16)>>,
     duplicates: u64,
     presence: Vec<(Time, u32, proto::presence::PresenceEvent)>,
+    /// Network-wide active-view changes: (when, node, peer, up).
+    neighbors: Vec<(Time, u32, PeerId, bool)>,
 }
 
 impl Tracker {
@@ -161,6 +188,7 @@ impl Tracker {
                     }
                 }
                 Observed::Presence { node, ev } => self.presence.push((now, node, ev)),
+                Observed::Neighbor { node, peer, up } => self.neighbors.push((now, node, peer, up)),
             }
         }
     }
@@ -314,15 +342,12 @@ fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], fro
     let live = sim.live();
     let subs: HashSet<u32> = subscribers.iter().copied().collect();
     let mut isolated = 0;
-    let mut asym = 0;
     for &i in &live {
         let Some(s) = sim.state(i) else { continue };
         let global = s.neighbors();
         if global.is_empty() || (subs.contains(&i) && s.topic_neighbors(&topic()).is_empty()) {
             isolated += 1;
         }
-        asym += one_sided_links(sim, s, |o| o.neighbors());
-        asym += one_sided_links(sim, s, |o| o.topic_neighbors(&topic()));
     }
     report.declared_dead = live
         .iter()
@@ -337,7 +362,6 @@ fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], fro
     report.topic_components = components(sim, subscribers, |s| s.topic_neighbors(&topic()));
     report.network_components = components(sim, &live, |s| s.neighbors());
     report.isolated_nodes = isolated;
-    report.view_asymmetry = asym;
     report.duplicate_deliveries = tr.duplicates;
     let secs = sim.now.saturating_since(from.at).as_secs_f64().max(1e-9);
     report.control_msgs_per_node =
@@ -347,20 +371,32 @@ fn finish(sim: &Sim, tr: &Tracker, report: &mut Report, subscribers: &[u32], fro
     report.events = sim.events;
 }
 
-/// How many of `s`'s links (as `links` gives them) the other end does not have back.
-fn one_sided_links(
-    sim: &Sim,
-    s: &proto::State,
-    links: impl Fn(&proto::State) -> Vec<starling_core::identity::PeerId>,
-) -> usize {
-    links(s)
-        .into_iter()
-        .filter(|p| {
-            !sim.index_of(p)
-                .and_then(|j| sim.state(j))
-                .is_some_and(|o| links(o).contains(&s.peer_id()))
-        })
-        .count()
+/// The active-view links (network-wide: `false`, the topic's: `true`) of live nodes that the
+/// other end does not have back.
+fn one_sided_pairs(sim: &Sim) -> HashSet<(PeerId, PeerId, bool)> {
+    let mut pairs = HashSet::new();
+    for i in sim.live() {
+        let Some(s) = sim.state(i) else { continue };
+        for topic_view in [false, true] {
+            let links = |o: &proto::State| {
+                if topic_view {
+                    o.topic_neighbors(&topic())
+                } else {
+                    o.neighbors()
+                }
+            };
+            for p in links(s) {
+                let back = sim
+                    .index_of(&p)
+                    .and_then(|j| sim.state(j))
+                    .is_some_and(|o| links(o).contains(&s.peer_id()));
+                if !back {
+                    pairs.insert((s.peer_id(), p, topic_view));
+                }
+            }
+        }
+    }
+    pairs
 }
 
 /// The number of connected components among the live nodes of `nodes`, following the
@@ -419,11 +455,15 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
             p.latency_ms.0, p.latency_ms.1
         ));
     }
-    let net = NetConfig {
+    let mut net = NetConfig {
         latency_min: Duration::from_millis(p.latency_ms.0),
         latency_max: Duration::from_millis(p.latency_ms.1),
         ..NetConfig::default()
     };
+    if p.scenario == "replace" {
+        // As QUIC on loopback: a dial to a dead port fails only at the handshake timeout.
+        net.dial_timeout = Duration::from_secs(5);
+    }
     let mut sim = Sim::new(p.seed, net, proto::Config::default());
     let mut tr = Tracker::default();
     let mut report = Report {
@@ -505,6 +545,7 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
         "churn" => churn(&mut sim, &mut tr, &mut report, p.broadcasts),
         "partition-heal" => partition_heal(&mut sim, &mut tr, &mut report, &subscribers),
         "presence" => presence(&mut sim, &mut tr, &mut report, &subscribers),
+        "replace" => replace(&mut sim, &mut tr, &mut report),
         _ => unreachable!("checked above"),
     }
     let final_subs: Vec<u32> = if p.scenario == "churn" {
@@ -512,7 +553,12 @@ pub fn run_scenario(p: &Params) -> Result<Report, String> {
     } else {
         subscribers.clone()
     };
+    // A link is one-sided for a round trip while its handshake's answer is in flight:
+    // count only links that are still one-sided a second later.
+    let one_sided = one_sided_pairs(&sim);
+    run(&mut sim, &mut tr, Duration::from_secs(1));
     finish(&sim, &tr, &mut report, &final_subs, baseline);
+    report.view_asymmetry = one_sided_pairs(&sim).intersection(&one_sided).count();
     report.sim_s = sim.now.saturating_since(start).as_secs_f64();
     report.wall_s = wall.elapsed().as_secs_f64();
     Ok(report)
@@ -639,6 +685,84 @@ fn churn(sim: &mut Sim, tr: &mut Tracker, report: &mut Report, broadcasts: usize
         })
         .collect();
     summarize(report, &outcomes);
+}
+
+/// Every node announces presence; then crashes every node whose index ends in 5 (10%, as
+/// the node benchmark's churn workload does) and measures, per survivor that lost a network-wide neighbour, the time from the
+/// crash until it dropped the dead one and until its next new neighbour.
+fn replace(sim: &mut Sim, tr: &mut Tracker, report: &mut Report) {
+    // Every node announces presence, as in the benchmark (its failure notices are what
+    // tell a crashed node's other neighbours).
+    for i in sim.live() {
+        let meta = Bytes::from(format!("member {i}"));
+        sim.with(i, |s, now| s.set_presence(topic(), meta, now));
+    }
+    run(sim, tr, Duration::from_secs(5));
+    let refill = |sim: &Sim| -> HashMap<u32, proto::hyparview::Counters> {
+        sim.live()
+            .into_iter()
+            .filter_map(|i| Some((i, sim.state(i)?.membership_counters().clone())))
+            .collect()
+    };
+    let victims: Vec<u32> = (0..sim.nodes.len() as u32)
+        .filter(|i| i % 10 == 5)
+        .collect();
+    let victim_ids: HashSet<PeerId> = victims.iter().map(|&v| sim.nodes[v as usize].id).collect();
+    for &v in &victims {
+        sim.crash(v);
+    }
+    let before = refill(sim);
+    tr.neighbors.clear();
+    let crash_at = sim.now;
+    run(sim, tr, Duration::from_secs(10));
+    let mut down: HashMap<u32, Time> = HashMap::new();
+    let mut up: HashMap<u32, Time> = HashMap::new();
+    for &(t, node, peer, is_up) in &tr.neighbors {
+        if !is_up && victim_ids.contains(&peer) {
+            down.entry(node).or_insert(t);
+        } else if is_up && down.contains_key(&node) {
+            up.entry(node).or_insert(t);
+        }
+    }
+    let since = |t: &Time| ms(t.saturating_since(crash_at));
+    let mut detect: Vec<f64> = down.values().map(since).collect();
+    detect.sort_by(f64::total_cmp);
+    let mut replaced: Vec<f64> = up.values().map(since).collect();
+    replaced.sort_by(f64::total_cmp);
+    if std::env::var_os("STARLING_SIM_DEBUG").is_some() {
+        for (node, t) in &down {
+            let s = sim.state(*node);
+            eprintln!(
+                "node {node} {:?}: down {:.0} ms, up {}, active {}, passive {}, refill {:?}",
+                sim.nodes[*node as usize].id,
+                since(t),
+                up.get(node)
+                    .map_or("never".into(), |u| format!("{:.0} ms", since(u))),
+                s.map_or(0, |s| s.neighbors().len()),
+                s.map_or(0, |s| s.passive_peers().len()),
+                s.map(|s| s.membership_counters()),
+            );
+        }
+    }
+    report.replace_lost = Some(down.len());
+    report.replace_replaced = Some(up.len());
+    report.replace_detect_p50_ms = Some(percentile(&detect, 0.5));
+    report.replace_detect_max_ms = Some(percentile(&detect, 1.0));
+    report.replace_p50_ms = Some(percentile(&replaced, 0.5));
+    report.replace_max_ms = Some(if up.len() < down.len() {
+        f64::INFINITY
+    } else {
+        percentile(&replaced, 1.0)
+    });
+    let after = refill(sim);
+    let (mut sent, mut refused, mut timeouts) = (0, 0, 0);
+    for (i, a) in &after {
+        let b = before.get(i).cloned().unwrap_or_default();
+        sent += a.refill_requests - b.refill_requests;
+        refused += a.refill_refused - b.refill_refused;
+        timeouts += a.refill_timeouts - b.refill_timeouts;
+    }
+    report.refill_requests = Some((sent, refused, timeouts));
 }
 
 /// Splits the network in two halves for 60 s, then heals it.

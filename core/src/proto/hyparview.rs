@@ -68,6 +68,21 @@ impl Default for Config {
     }
 }
 
+/// What the refill of the active view did (where replacement time goes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Neighbour requests sent to passive peers to refill the active view.
+    pub refill_requests: u64,
+    /// Of those, accepted.
+    pub refill_accepted: u64,
+    /// Of those, refused (the peer was full).
+    pub refill_refused: u64,
+    /// Of those, unanswered within the request timeout.
+    pub refill_timeouts: u64,
+    /// Of those, accepted when the view had filled meanwhile (answered with a disconnect).
+    pub refill_surplus: u64,
+}
+
 /// What the membership layer asks of its caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutEvent {
@@ -94,13 +109,19 @@ const MAX_PENDING: usize = 32;
 /// `Limits::max_peers_per_msg`, is 64): bounds the work per message for direct callers too.
 const MAX_PEERS_SCANNED: usize = 64;
 
+/// RTT-adaptive refill timeout: this many smoothed round trips of answered requests…
+const REFILL_RTT_FACTOR: u32 = 4;
+/// …but never less than this: a request to a backup may need a first dial (a QUIC
+/// handshake, more on a busy machine) before it can be answered.
+const MIN_REFILL_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Shortest timer period, so a zero in the config cannot make a driver spin.
 const MIN_PERIOD: Duration = Duration::from_millis(1);
 
 /// Why a request to a peer is outstanding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PendingKind {
-    /// A `Neighbor` request sent to refill the active view (at most one at a time).
+    /// A `Neighbor` request sent to refill the active view (at most one per free slot).
     Refill,
     /// A `Neighbor` request sent to a joiner at the end of its forward-join walk.
     Walk,
@@ -115,8 +136,12 @@ enum PendingKind {
 struct Pending {
     info: PeerInfo,
     kind: PendingKind,
+    /// A high-priority `Neighbor` request (it may evict one of the peer's neighbours).
+    high: bool,
     /// When it is given up (a late accept is then answered with a `Disconnect`).
     deadline: Time,
+    /// When it was sent (the reply's round trip adapts the refill timeout).
+    sent: Time,
 }
 
 /// A passive-view entry.
@@ -126,6 +151,9 @@ struct PassiveEntry {
     /// Not asked with a low-priority neighbour request before this time: it refused us or
     /// disconnected us recently.
     not_before: Time,
+    /// When it last asked us to be its neighbour and we refused because we were full: it
+    /// had a free slot then, so it is the first to ask when we have one.
+    wanted_us: Option<Time>,
 }
 
 /// The membership state of one overlay.
@@ -141,7 +169,8 @@ pub struct State {
     active: Vec<PeerInfo>,
     /// Backup peers.
     passive: Vec<PassiveEntry>,
-    /// Outstanding requests, at most one per peer and at most one `Refill`.
+    /// Outstanding requests, at most one per peer; `Refill`s at most one per free slot when
+    /// sent (an accept after the view filled meanwhile is let go).
     pending: Vec<Pending>,
     /// Failed former neighbours and when they failed, oldest first.
     graveyard: Vec<(PeerInfo, Time)>,
@@ -151,8 +180,14 @@ pub struct State {
     next_rejoin: Option<Time>,
     /// Low-priority refill requests refused since the active view last grew.
     refusals: usize,
+    /// Smoothed round trip of answered requests (None: none answered yet).
+    refill_rtt: Option<Duration>,
+    /// Active neighbours lost to failures (not to disconnects) since the view was last
+    /// full: that many high-priority refills may be accepted (see `refill_priority`).
+    failed_slots: usize,
     /// After [`State::leave`]: ignore everything until [`State::join`].
     left: bool,
+    counters: Counters,
 }
 
 impl State {
@@ -170,7 +205,10 @@ impl State {
             next_shuffle: None,
             next_rejoin: None,
             refusals: 0,
+            refill_rtt: None,
+            failed_slots: 0,
             left: false,
+            counters: Counters::default(),
         }
     }
 
@@ -188,7 +226,7 @@ impl State {
         self.left = false;
         let id = contact.id;
         let deadline = now + self.join_timeout();
-        self.add_pending(contact, PendingKind::Join, deadline);
+        self.add_pending(contact, PendingKind::Join, now, deadline);
         out.push(OutEvent::Send(id, MembershipMsg::Join(self.me.clone())));
     }
 
@@ -240,6 +278,7 @@ impl State {
         if let Some(info) = self.remove_active(&peer) {
             out.push(OutEvent::NeighborDown(peer));
             self.bury(info, now);
+            self.failed_slots += 1;
         }
         self.remove_passive(&peer);
         // A failed rejoin attempt keeps its graveyard entry: a partition can outlast many
@@ -275,11 +314,17 @@ impl State {
         }
         self.passive.clear();
         self.pending.clear();
+        self.failed_slots = 0;
         self.graveyard.clear();
         self.shuffle_sent = None;
         self.next_shuffle = None;
         self.next_rejoin = None;
         self.left = true;
+    }
+
+    /// What the refill did so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// How many neighbours the active view holds (no allocation).
@@ -290,6 +335,11 @@ impl State {
     /// The active view.
     pub fn active(&self) -> Vec<PeerId> {
         self.active.iter().map(|p| p.id).collect()
+    }
+
+    /// How many backups the passive view holds (no allocation).
+    pub fn passive_len(&self) -> usize {
+        self.passive.len()
     }
 
     /// The passive view.
@@ -345,17 +395,29 @@ impl State {
         for p in &self.pending {
             t = earliest(t, Some(p.deadline));
         }
-        if self.wants_refill() {
-            let high = self.refill_priority();
-            let ready = self
-                .passive
-                .iter()
-                .filter(|e| !self.has_pending(&e.info.id))
-                .map(|e| if high { Time::default() } else { e.not_before })
-                .min();
-            t = earliest(t, ready);
+        earliest(t, self.refill_ready())
+    }
+
+    /// When `refill` can next send a request (the same conditions, or a driver would be
+    /// woken for nothing).
+    fn refill_ready(&self) -> Option<Time> {
+        if !self.wants_refill() {
+            return None;
         }
-        t
+        let mut open = self
+            .passive
+            .iter()
+            .filter(|e| !self.has_pending(&e.info.id))
+            .peekable();
+        open.peek()?;
+        let now_ok = Some(Time::default());
+        if self.forced_high() {
+            return if self.high_pending() { None } else { now_ok };
+        }
+        if self.failed_slots > 0 && !self.high_pending() {
+            return now_ok; // a low-priority request, or else a high-priority one
+        }
+        open.map(|e| e.not_before).min()
     }
 
     /// Does all timed work due at `now`: neighbour-request timeouts, shuffles, rejoins of
@@ -370,6 +432,7 @@ impl State {
             if self.pending[i].deadline <= now {
                 let p = self.pending.remove(i);
                 if p.kind == PendingKind::Refill {
+                    self.counters.refill_timeouts += 1;
                     self.remove_passive(&p.info.id);
                 }
             } else {
@@ -471,7 +534,7 @@ impl State {
         self.learn(&peer, out);
         let id = peer.id;
         let deadline = now + self.config.neighbor_request_timeout;
-        self.add_pending(peer, PendingKind::Walk, deadline);
+        self.add_pending(peer, PendingKind::Walk, now, deadline);
         out.push(OutEvent::Send(
             id,
             MembershipMsg::Neighbor {
@@ -508,6 +571,11 @@ impl State {
             } else {
                 self.insert_passive(peer, Time::default(), &[]);
             }
+            if !high_priority {
+                if let Some(i) = self.passive_pos(&from) {
+                    self.passive[i].wanted_us = Some(now);
+                }
+            }
         }
     }
 
@@ -519,8 +587,39 @@ impl State {
         out: &mut Vec<OutEvent>,
     ) {
         let pending = self.take_pending(&from);
+        if let Some(p) = &pending {
+            // Any answered request (join, walk end, refill) measures a round trip, maybe
+            // with a first dial: the overlay may have formed without a single refill.
+            let sample = now.saturating_since(p.sent);
+            self.refill_rtt = Some(match self.refill_rtt {
+                Some(r) => (r * 7 + sample) / 8,
+                None => sample,
+            });
+        }
         match (pending, accepted) {
+            (Some(p), true)
+                if p.kind == PendingKind::Refill
+                    && self.active.len() >= self.config.active_view_capacity =>
+            {
+                // Several refill requests are out at once and others filled the view
+                // meanwhile (or peers asked us): a refill never evicts, so let this one go.
+                // It keeps its free slot and stays a backup.
+                self.counters.refill_surplus += 1;
+                out.push(OutEvent::Send(
+                    from,
+                    MembershipMsg::Disconnect { alive: true },
+                ));
+                if !self.knows(&from) {
+                    self.insert_passive(p.info, Time::default(), &[]);
+                }
+            }
             (Some(p), true) => {
+                if p.kind == PendingKind::Refill {
+                    self.counters.refill_accepted += 1;
+                    if p.high {
+                        self.failed_slots = self.failed_slots.saturating_sub(1);
+                    }
+                }
                 let rejoin = p.kind == PendingKind::Rejoin;
                 self.add_active(p.info, now, out);
                 if rejoin && self.is_active(&from) {
@@ -531,6 +630,7 @@ impl State {
             }
             (Some(p), false) => {
                 if p.kind == PendingKind::Refill {
+                    self.counters.refill_refused += 1;
                     self.refusals = self.refusals.saturating_add(1);
                 }
                 // Refused (it is full): keep it as a backup. Departure: the paper may pick
@@ -667,66 +767,129 @@ impl State {
         };
         let id = info.id;
         let deadline = now + self.join_timeout();
-        self.add_pending(info, PendingKind::Rejoin, deadline);
+        self.add_pending(info, PendingKind::Rejoin, now, deadline);
         out.push(OutEvent::Send(id, MembershipMsg::Join(self.me.clone())));
         self.next_rejoin = Some(now + self.config.rejoin_interval.max(MIN_PERIOD));
     }
 
-    /// Asks one passive peer to become a neighbour if the active view is under-full. At most
-    /// one such request is outstanding; the next is sent on its answer or timeout.
+    /// Asks passive peers to become neighbours while the active view is under-full: one
+    /// request per free slot, so that a peer that died too (its request waits out the
+    /// timeout) or refuses does not hold up the others; the next goes out on an answer or a
+    /// timeout.
+    ///
+    /// Departure: the paper sends one request at a time to a random passive peer. After a
+    /// crash, the neighbours of the crashed node each have a free slot while nearly every
+    /// other node is full and refuses low-priority requests; one request at a time, with a
+    /// request timeout per dead backup, made some wait for seconds. Peers that asked us
+    /// while we were full (`wanted_us`) are asked first: they had a free slot, so two
+    /// nodes that lost a neighbour each find each other within a round trip of the later
+    /// one's detection, whatever the order in which they detected.
     fn refill(&mut self, now: Time, out: &mut Vec<OutEvent>) {
-        if !self.wants_refill() {
-            return;
+        while self.wants_refill() {
+            // With no neighbour at all the request is high priority and always accepted, so
+            // back-offs for refusals do not apply. A high-priority request may evict one of
+            // the peer's neighbours: only one is out at a time, as in the paper.
+            let high = self.refill_priority(now);
+            if high && self.high_pending() {
+                return;
+            }
+            let recent = |e: &PassiveEntry| {
+                e.wanted_us
+                    .is_some_and(|t| now.saturating_since(t) < self.config.shuffle_interval)
+            };
+            let candidates: Vec<usize> = (0..self.passive.len())
+                .filter(|&i| {
+                    let e = &self.passive[i];
+                    (high || e.not_before <= now) && !self.has_pending(&e.info.id)
+                })
+                .collect();
+            let wanted: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| recent(&self.passive[i]))
+                .collect();
+            let pick = if wanted.is_empty() {
+                candidates.choose(&mut self.rng)
+            } else {
+                wanted.choose(&mut self.rng)
+            };
+            let Some(&i) = pick else {
+                return;
+            };
+            // Asked now: its answer says whether it still has room.
+            self.passive[i].wanted_us = None;
+            let info = self.passive[i].info.clone();
+            let id = info.id;
+            let deadline = now + self.refill_timeout();
+            self.add_pending(info, PendingKind::Refill, now, deadline);
+            if let Some(p) = self.pending.last_mut() {
+                p.high = high;
+            }
+            self.counters.refill_requests += 1;
+            if high {
+                self.refusals = 0; // a new round of refusals before escalating again
+            }
+            out.push(OutEvent::Send(
+                id,
+                MembershipMsg::Neighbor {
+                    peer: self.me.clone(),
+                    high_priority: high,
+                },
+            ));
         }
-        // With no neighbour at all the request is high priority and always accepted, so
-        // back-offs for refusals do not apply.
-        let high = self.refill_priority();
-        let candidates: Vec<usize> = (0..self.passive.len())
-            .filter(|&i| {
-                let e = &self.passive[i];
-                (high || e.not_before <= now) && !self.has_pending(&e.info.id)
-            })
-            .collect();
-        let Some(&i) = candidates.choose(&mut self.rng) else {
-            return;
-        };
-        let info = self.passive[i].info.clone();
-        let id = info.id;
-        let deadline = now + self.config.neighbor_request_timeout;
-        self.add_pending(info, PendingKind::Refill, deadline);
-        if high {
-            self.refusals = 0; // a new round of refusals before escalating again
-        }
-        out.push(OutEvent::Send(
-            id,
-            MembershipMsg::Neighbor {
-                peer: self.me.clone(),
-                high_priority: high,
-            },
-        ));
     }
 
     /// Whether the next refill request is high priority: when the active view is empty
-    /// (paper), or when it is below half its capacity and every passive peer has refused a
-    /// low-priority request since the view last grew.
+    /// (paper); when it is below half its capacity and every passive peer has refused a
+    /// low-priority request since the view last grew; or when it lost a neighbour to a
+    /// failure and no passive peer is left to ask with low priority (for a free slot that
+    /// no pending request covers: `refill` sends only while there is one).
     ///
     /// Departure: with the paper's rule a small group whose members each keep one or two
     /// neighbours, and whose passive peers are all full, stays cut off for ever (seen in
     /// our 20-node tests: all passive peers refuse, and its shuffles never leave it). Asking
     /// once with high priority after a whole round of refusals costs one eviction at a full
-    /// peer and joins the group back; a node with at least half a view never escalates, so
-    /// evictions cannot cascade.
-    fn refill_priority(&self) -> bool {
+    /// peer and joins the group back. Likewise after a crash: its former neighbours each
+    /// have a free slot, but they pair up only if they find each other in time (passive
+    /// views of a young overlay hold few peers, the refused ones are backed off, and an odd
+    /// number of free slots can never all pair), so a node that lost a neighbour to a
+    /// failure and has no backup left to ask with low priority asks one with high
+    /// priority; at most `failed_slots` such requests are accepted before the view is full
+    /// again. The peer it evicts was told (`Disconnect`) and lost nobody to a failure, so it
+    /// refills with low priority only: evictions cannot cascade.
+    fn refill_priority(&self, now: Time) -> bool {
+        self.forced_high()
+            || (self.failed_slots > 0
+                && !self
+                    .passive
+                    .iter()
+                    .any(|e| e.not_before <= now && !self.has_pending(&e.info.id)))
+    }
+
+    /// The high-priority cases that do not depend on back-offs.
+    fn forced_high(&self) -> bool {
         self.active.is_empty()
             || (self.active.len() * 2 < self.config.active_view_capacity
                 && self.refusals >= self.passive.len())
     }
 
+    fn high_pending(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| p.kind == PendingKind::Refill && p.high)
+    }
+
     fn wants_refill(&self) -> bool {
         !self.left
-            && self.active.len() < self.config.active_view_capacity
+            && self.active.len() + self.refills_pending() < self.config.active_view_capacity
             && !self.passive.is_empty()
-            && !self.pending.iter().any(|p| p.kind == PendingKind::Refill)
+    }
+
+    fn refills_pending(&self) -> usize {
+        self.pending
+            .iter()
+            .filter(|p| p.kind == PendingKind::Refill)
+            .count()
     }
 
     // -----------------------------------------------------------------------------------
@@ -765,6 +928,9 @@ impl State {
         self.graveyard.retain(|(p, _)| p.id != id);
         self.active.push(info);
         self.refusals = 0;
+        if self.active.len() >= self.config.active_view_capacity {
+            self.failed_slots = 0;
+        }
         out.push(OutEvent::NeighborUp(id));
         if self.next_shuffle.is_none() {
             // Random first phase, so nodes that start together do not shuffle together.
@@ -796,7 +962,11 @@ impl State {
             };
             self.passive.swap_remove(victim);
         }
-        self.passive.push(PassiveEntry { info, not_before });
+        self.passive.push(PassiveEntry {
+            info,
+            not_before,
+            wanted_us: None,
+        });
     }
 
     fn remove_passive(&mut self, id: &PeerId) {
@@ -909,7 +1079,7 @@ impl State {
 
     /// Records an outstanding request; replaces an older one to the same peer and forgets
     /// the oldest non-refill request when too many are outstanding.
-    fn add_pending(&mut self, info: PeerInfo, kind: PendingKind, deadline: Time) {
+    fn add_pending(&mut self, info: PeerInfo, kind: PendingKind, sent: Time, deadline: Time) {
         self.pending.retain(|p| p.info.id != info.id);
         if self.pending.len() >= MAX_PENDING {
             if let Some(i) = self
@@ -923,7 +1093,9 @@ impl State {
         self.pending.push(Pending {
             info,
             kind,
+            high: false,
             deadline,
+            sent,
         });
     }
 
@@ -945,6 +1117,24 @@ impl State {
         self.config
             .rejoin_interval
             .max(self.config.neighbor_request_timeout)
+    }
+
+    /// How long a refill request waits: `REFILL_RTT_FACTOR` smoothed round trips of
+    /// answered requests, at least `MIN_REFILL_TIMEOUT`, at most the configured
+    /// `neighbor_request_timeout` (which also applies until a round trip is measured).
+    ///
+    /// Departure: the paper relies on TCP failing the connection. A backup that crashed
+    /// with the neighbour being replaced answers nothing, and a request to it held a free
+    /// slot for the whole configured second (on loopback, refusals come back within
+    /// milliseconds).
+    fn refill_timeout(&self) -> Duration {
+        let configured = self.config.neighbor_request_timeout;
+        match self.refill_rtt {
+            Some(rtt) if configured > MIN_REFILL_TIMEOUT => rtt
+                .saturating_mul(REFILL_RTT_FACTOR)
+                .clamp(MIN_REFILL_TIMEOUT, configured),
+            _ => configured,
+        }
     }
 
     /// Size of a shuffle sample: this node plus its active and passive picks.
@@ -1023,8 +1213,8 @@ mod tests {
         assert!(s.passive.len() <= s.config.passive_view_capacity);
         assert!(s.pending.len() <= MAX_PENDING);
         assert!(s.graveyard.len() <= s.config.graveyard_capacity);
-        let refills = s.pending.iter().filter(|p| p.kind == PendingKind::Refill);
-        assert!(refills.count() <= 1);
+        let refills = s.refills_pending();
+        assert!(refills <= s.config.active_view_capacity.max(1));
         let a = set(s.active());
         let p = set(s.passive());
         assert_eq!(a.len(), s.active.len(), "duplicate in active view");
@@ -1477,7 +1667,9 @@ mod tests {
         assert_eq!(a.active(), vec![id(2)]);
         assert!(a.passive().is_empty());
 
-        // A refusal keeps the peer as a backup and asks the next one.
+        // One low-priority request per free slot goes out at once; a refusal keeps the
+        // peer as a backup. When no backup is left to ask with low priority, the node that
+        // lost a neighbour to a failure asks one with high priority.
         let mut b = node(0, Config::default());
         befriend(&mut b, 1, t(0));
         befriend(&mut b, 5, t(0));
@@ -1485,34 +1677,281 @@ mod tests {
         b.add_passive(info(3));
         let mut out = Vec::new();
         b.peer_failed(id(1), t(10), &mut out);
-        let (first, m) = sends(&out)[0].clone();
-        assert_eq!(
-            m,
-            MembershipMsg::Neighbor {
-                peer: info(0),
-                high_priority: false
-            }
-        );
+        let low = |p: PeerId| {
+            (
+                p,
+                MembershipMsg::Neighbor {
+                    peer: info(0),
+                    high_priority: false,
+                },
+            )
+        };
+        let asked = set(sends(&out)
+            .into_iter()
+            .map(|(p, m)| {
+                assert_eq!(low(p).1, m);
+                p
+            })
+            .collect());
+        assert_eq!(asked, set(vec![id(2), id(3)]));
         out.clear();
         b.handle_message(
-            first,
+            id(2),
             MembershipMsg::NeighborReply { accepted: false },
             t(20),
             &mut out,
         );
-        let other = if first == id(2) { id(3) } else { id(2) };
+        // No backup left to ask with low priority (3's request is still out), and free
+        // slots no request covers: 2 is asked again, with high priority.
+        let s = sends(&out);
+        assert_eq!(
+            s,
+            vec![(
+                id(2),
+                MembershipMsg::Neighbor {
+                    peer: info(0),
+                    high_priority: true
+                }
+            )]
+        );
+        // Only one high-priority request at a time.
+        out.clear();
+        b.handle_message(
+            id(3),
+            MembershipMsg::NeighborReply { accepted: false },
+            t(21),
+            &mut out,
+        );
+        assert!(sends(&out).is_empty(), "{out:?}");
+        assert!(b.passive().contains(&id(2)) && b.passive().contains(&id(3)));
+        check_invariants(&b);
+    }
+
+    /// Runs `a` from `start` until its first `NeighborUp` (or `until`), answering its
+    /// neighbour requests 1 ms later: peers in `dead` never answer, peers in `full` refuse
+    /// low-priority requests, the others accept. Returns when the new neighbour came up,
+    /// who it is, and whether that request was high priority.
+    fn refill_until_up(
+        a: &mut State,
+        mut out: Vec<OutEvent>,
+        start: Time,
+        until: Time,
+        full: &[usize],
+        dead: &[usize],
+    ) -> Option<(Time, PeerId, bool)> {
+        let index = |p: PeerId| (0..64).find(|&i| id(i) == p).expect("known peer");
+        let mut now = start;
+        let mut replies: Vec<(Time, PeerId, bool)> = Vec::new();
+        let mut high_of: BTreeMap<PeerId, bool> = BTreeMap::new();
+        loop {
+            for ev in out.drain(..) {
+                match ev {
+                    OutEvent::NeighborUp(p) => return Some((now, p, high_of[&p])),
+                    OutEvent::Send(
+                        p,
+                        MembershipMsg::Neighbor {
+                            high_priority: high,
+                            ..
+                        },
+                    ) => {
+                        let i = index(p);
+                        high_of.insert(p, high);
+                        if !dead.contains(&i) {
+                            let accept = high || !full.contains(&i);
+                            replies.push((now + Duration::from_millis(1), p, accept));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            replies.sort_by_key(|r| r.0);
+            let next_reply = replies.first().map(|r| r.0);
+            let next = earliest(next_reply, a.poll_timeout())?;
+            if next > until {
+                return None;
+            }
+            now = now.max(next);
+            if next_reply == Some(next) {
+                let (_, p, accepted) = replies.remove(0);
+                a.handle_message(p, MembershipMsg::NeighborReply { accepted }, now, &mut out);
+            } else {
+                a.handle_timeout(now, &mut out);
+            }
+            check_invariants(a);
+        }
+    }
+
+    #[test]
+    fn a_failed_neighbour_is_replaced_even_when_every_backup_is_full_or_dead() {
+        // A full view of 5; backups 6..=9 are full (they refuse low priority), 10 and 11
+        // crashed too. Neighbour 1 fails: before, the node asked one backup at a time,
+        // waited out 1 s per dead one, backed every refusal off for a shuffle period and
+        // stayed at 4 neighbours until then (30 s).
+        let mut a = node(0, Config::default());
+        for p in 1..=5 {
+            befriend(&mut a, p, t(0));
+        }
+        for p in 6..=11 {
+            a.add_passive(info(p));
+        }
+        let mut out = Vec::new();
+        a.peer_failed(id(1), t(1000), &mut out);
+        let up = refill_until_up(&mut a, out, t(1000), t(60_000), &[6, 7, 8, 9], &[10, 11]);
+        let (at, peer, high) = up.expect("a new neighbour within 60 s");
+        // Every live backup refuses within a round trip; each dead one asked costs
+        // neighbor_request_timeout (1 s; with one free slot they are asked one after the
+        // other); then one backup is asked with high priority.
+        let timeout = Config::default().neighbor_request_timeout;
+        assert!(
+            at <= t(1000) + timeout * 2 + Duration::from_millis(20),
+            "replaced at {at:?}"
+        );
+        assert!(high, "the full backups only take a high-priority request");
+        assert!((6..=9).any(|i| id(i) == peer), "{peer:?}");
+        assert_eq!(a.active_len(), 5);
+        let c = a.counters();
+        assert_eq!((c.refill_refused, c.refill_accepted), (4, 1), "{c:?}");
+    }
+
+    #[test]
+    fn the_refill_timeout_adapts_to_answered_requests() {
+        let mut a = node(0, Config::default());
+        for p in 1..=5 {
+            befriend(&mut a, p, t(0));
+        }
+        a.add_passive(info(6));
+        // Nothing measured yet: the configured timeout (1 s).
+        let mut out = Vec::new();
+        a.peer_failed(id(1), t(1000), &mut out);
+        assert_eq!(a.poll_precise(), Some(t(2000)));
+        // 6 refuses after 2 ms, then takes the high-priority request after 2 ms more.
+        a.handle_message(
+            id(6),
+            MembershipMsg::NeighborReply { accepted: false },
+            t(1002),
+            &mut out,
+        );
+        a.handle_message(
+            id(6),
+            MembershipMsg::NeighborReply { accepted: true },
+            t(1004),
+            &mut out,
+        );
+        assert!(a.is_active(&id(6)));
+        // A backup that crashed too now holds the free slot 250 ms (the floor: 4 RTTs of
+        // 2 ms are less), not 1 s.
+        a.add_passive(info(7));
+        let mut out = Vec::new();
+        a.peer_failed(id(2), t(5000), &mut out);
+        assert!(out.contains(&OutEvent::Send(
+            id(7),
+            MembershipMsg::Neighbor {
+                peer: info(0),
+                high_priority: false
+            }
+        )));
+        assert_eq!(a.poll_precise(), Some(t(5250)));
+        a.handle_timeout(t(5250), &mut out);
+        assert_eq!(a.counters().refill_timeouts, 1);
+        assert!(
+            !a.passive().contains(&id(7)),
+            "an unanswered backup is dropped"
+        );
+    }
+
+    #[test]
+    fn a_lost_neighbour_is_replaced_within_a_round_trip_when_backups_are_full() {
+        // The same without dead backups: one round trip per refusal, requests in parallel.
+        let mut a = node(0, Config::default());
+        for p in 1..=5 {
+            befriend(&mut a, p, t(0));
+        }
+        for p in 6..=15 {
+            a.add_passive(info(p));
+        }
+        let mut out = Vec::new();
+        a.peer_failed(id(1), t(1000), &mut out);
+        let full: Vec<usize> = (6..=15).collect();
+        let up = refill_until_up(&mut a, out, t(1000), t(60_000), &full, &[]);
+        let (at, _, high) = up.expect("a new neighbour");
+        assert!(high);
+        // Ten refusals, one at a time (one free slot), then the high-priority request.
+        assert!(at <= t(1000 + 11), "replaced at {at:?}");
+    }
+
+    #[test]
+    fn a_peer_that_wanted_us_is_asked_first_and_a_surplus_accept_is_let_go() {
+        let mut a = node(0, Config::default());
+        for p in 1..=5 {
+            befriend(&mut a, p, t(0));
+        }
+        for p in 6..=30 {
+            a.add_passive(info(p));
+        }
+        // Peer 20 lost a neighbour and asked us while we were full: refused.
+        let mut out = Vec::new();
+        a.handle_message(
+            id(20),
+            MembershipMsg::Neighbor {
+                peer: info(20),
+                high_priority: false,
+            },
+            t(100),
+            &mut out,
+        );
+        assert_eq!(
+            sends(&out),
+            vec![(id(20), MembershipMsg::NeighborReply { accepted: false })]
+        );
+        // Then we lose two neighbours: the first request goes to 20, which had room.
+        out.clear();
+        a.peer_failed(id(1), t(500), &mut out);
         assert_eq!(
             sends(&out),
             vec![(
-                other,
+                id(20),
                 MembershipMsg::Neighbor {
                     peer: info(0),
                     high_priority: false
                 }
             )]
         );
-        assert!(b.passive().contains(&first));
-        check_invariants(&b);
+        out.clear();
+        a.peer_failed(id(2), t(501), &mut out);
+        let second = sends(&out)[0].0;
+        assert_ne!(second, id(20));
+        // Both free slots are filled by others' requests meanwhile (peers 40, 41 ask us).
+        for p in [40, 41] {
+            out.clear();
+            a.handle_message(
+                id(p),
+                MembershipMsg::Neighbor {
+                    peer: info(p),
+                    high_priority: false,
+                },
+                t(502),
+                &mut out,
+            );
+            assert!(out.contains(&OutEvent::NeighborUp(id(p))));
+        }
+        // Our requests' accepts now find a full view: they are let go, nobody is evicted.
+        for p in [id(20), second] {
+            out.clear();
+            a.handle_message(
+                p,
+                MembershipMsg::NeighborReply { accepted: true },
+                t(503),
+                &mut out,
+            );
+            assert_eq!(
+                out,
+                vec![OutEvent::Send(p, MembershipMsg::Disconnect { alive: true })]
+            );
+        }
+        assert_eq!(a.active_len(), 5);
+        assert!(a.passive().contains(&id(20)) && a.passive().contains(&second));
+        assert_eq!(a.counters().refill_surplus, 2);
+        check_invariants(&a);
     }
 
     #[test]

@@ -421,6 +421,11 @@ impl State {
         self.global.active()
     }
 
+    /// Network-wide overlay's refill counters (where neighbour replacement time goes).
+    pub fn membership_counters(&self) -> &hyparview::Counters {
+        self.global.counters()
+    }
+
     /// Network-wide passive view.
     pub fn passive_peers(&self) -> Vec<PeerId> {
         self.global.passive()
@@ -695,6 +700,12 @@ impl State {
         if failure == Failure::DialFailed {
             self.directory.forget(&peer);
         }
+        if self.global.is_active(&peer) && self.global.passive_len() == 0 {
+            // Its slot is refilled at once (inside `peer_failed`): give it candidates
+            // rather than wait for the next timer. The failed peer itself is known (active)
+            // and so not added.
+            self.backups_from_topics();
+        }
         let mut ev = Vec::new();
         self.global.peer_failed(peer, now, &mut ev);
         self.on_global(ev, now);
@@ -760,16 +771,9 @@ impl State {
         if self.global.active().is_empty() && self.next_bootstrap.is_some_and(|t| t <= now) {
             self.join_bootstrap(now);
         }
-        if self.global.active().is_empty() {
-            // Cut off from the network-wide overlay (every neighbour and backup failed) but
-            // still in a topic's: its members are live contacts to rejoin through.
-            for t in self.topics.values() {
-                for p in t.membership.active() {
-                    if let Some(info) = t.membership.peer_info(&p) {
-                        self.global.add_passive(info);
-                    }
-                }
-            }
+        let under_full = self.global.active_len() < self.config.membership.active_view_capacity;
+        if self.global.active_len() == 0 || (under_full && self.global.passive_len() == 0) {
+            self.backups_from_topics();
         }
         let mut ev = Vec::new();
         self.global.handle_timeout(now, &mut ev);
@@ -796,6 +800,21 @@ impl State {
             self.deliver(topic, ready);
             if walk_due {
                 self.discover(topic, now);
+            }
+        }
+    }
+
+    /// Offers the topic neighbours as network-wide backups. Used when the network-wide
+    /// overlay is cut off (every neighbour and backup failed) but a topic's is not: its
+    /// members are live contacts to rejoin through. Likewise for an under-full view with no
+    /// backup left (a young overlay's passive views are small, and a crash empties some):
+    /// they are the refill's candidates.
+    fn backups_from_topics(&mut self) {
+        for t in self.topics.values() {
+            for p in t.membership.active() {
+                if let Some(info) = t.membership.peer_info(&p) {
+                    self.global.add_passive(info);
+                }
             }
         }
     }
@@ -989,6 +1008,18 @@ impl State {
                             presence::OfflineReason::Failed { .. } | presence::OfflineReason::Left
                         )
                     ) {
+                        if matches!(
+                            ev.change,
+                            presence::PresenceChange::Offline(
+                                presence::OfflineReason::Failed { .. }
+                            )
+                        ) {
+                            // Someone else's detector found it dead: check it now if it is
+                            // our neighbour too (swim::State::hint_failed).
+                            let mut sw = Vec::new();
+                            self.swim.hint_failed(&ev.peer, now, &mut sw);
+                            self.on_swim(sw, now);
+                        }
                         self.global.forget_passive(&ev.peer);
                         for t in self.topics.values_mut() {
                             t.membership.forget_passive(&ev.peer);

@@ -315,6 +315,47 @@ impl State {
         self.heard_from(&from, now);
     }
 
+    /// Another node reported `peer` failed (a signed failure notice: its author's direct
+    /// and indirect probes and suspicion all went unanswered). If `peer` is watched and has
+    /// not been heard from just now, it is pinged at once and declared dead unless it
+    /// answers within a few round trips (`MIN_INDIRECT_PHASE` at least, stretched by local
+    /// health), instead of waiting for our own round, indirect phase and suspicion.
+    ///
+    /// Departure (SWIM gossips suspicions and each member then waits the full suspicion
+    /// timeout): here a neighbour's own detection took 1.4–2.6 s after a crash while the
+    /// first detector's notice reached everyone in about 1 s, so replacing a crashed
+    /// neighbour took longer than noticing it was gone. A live peer answers the ping and is
+    /// kept, so a false or forged notice costs one ping.
+    pub fn hint_failed(&mut self, peer: &PeerId, now: Time, out: &mut Vec<OutEvent>) {
+        let fallback = self.worst_srtt();
+        let health = self.local_health;
+        let configured = self.config.suspicion_timeout;
+        let nonce = self.next_nonce;
+        let Some(w) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let window = adaptive(w.srtt.or(fallback), configured, MIN_INDIRECT_PHASE)
+            .saturating_mul(health.saturating_add(1));
+        if w.last_heard
+            .is_some_and(|t| now.saturating_since(t) < window)
+        {
+            return; // it spoke just now: the notice is stale or false
+        }
+        let deadline = now + window;
+        if matches!(w.phase, Phase::Suspected { deadline: d, .. } if d <= deadline) {
+            return; // our own verdict comes sooner
+        }
+        // A probe in progress (probing or indirect phase) would reach its verdict only
+        // after the rest of its phases: the notice's verdict replaces it.
+        w.phase = Phase::Suspected {
+            deadline,
+            nonce,
+            asked: Vec::new(),
+        };
+        self.next_nonce = nonce.wrapping_add(1);
+        out.push(OutEvent::Send(*peer, SwimMsg::Ping { nonce }));
+    }
+
     /// Whether `peer` is currently suspected.
     pub fn is_suspected(&self, peer: &PeerId) -> bool {
         matches!(
@@ -965,6 +1006,67 @@ mod tests {
         fn count_sent(&self, f: impl Fn(usize, usize, &SwimMsg) -> bool) -> usize {
             self.sent.iter().filter(|(_, a, b, m)| f(*a, *b, m)).count()
         }
+    }
+
+    #[test]
+    fn a_failure_notice_about_a_neighbour_is_checked_at_once() {
+        let mut s = State::new(Config::default(), 21);
+        s.watch(info(1), ms(0));
+        s.watch(info(2), ms(0));
+        s.heard_from(&id(1), ms(1000));
+        s.heard_from(&id(2), ms(1000));
+        // No RTT measured yet: the window is the configured suspicion timeout (500 ms).
+        // Heard from within it: the notice is stale or false, nothing is done.
+        let mut out = Vec::new();
+        s.hint_failed(&id(1), ms(1300), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // Silent for longer: pinged at once, dead one window later unless it answers.
+        s.hint_failed(&id(1), ms(1600), &mut out);
+        s.hint_failed(&id(2), ms(1600), &mut out);
+        let log: Vec<(Time, OutEvent)> = out.into_iter().map(|e| (ms(1600), e)).collect();
+        assert!(ping_to(&log, 1).is_some());
+        let nonce = ping_to(&log, 2).expect("ping to 2");
+        // Peer 2 answers; peer 1 stays silent.
+        msg(&mut s, 2, SwimMsg::Ack { nonce }, ms(1610));
+        let log = run_timers(&mut s, ms(2100));
+        let dead: Vec<(Time, PeerId)> = log
+            .iter()
+            .filter_map(|(t, e)| match e {
+                OutEvent::PeerDead(p) => Some((*t, *p)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dead, vec![(ms(2100), id(1))]);
+        assert!(s.is_watched(&id(2)) && !s.is_watched(&id(1)));
+        // A probe already in progress is cut short too: it would reach its verdict only
+        // after its indirect phase and suspicion.
+        s.watch(info(3), ms(2100));
+        let round = s.next_round().expect("watching");
+        let log = run_timers(&mut s, round); // the round probes 3 (never heard from)
+        let probe_at = log
+            .iter()
+            .find(|(_, e)| matches!(e, OutEvent::Send(p, SwimMsg::Ping { .. }) if *p == id(3)))
+            .map(|(t, _)| *t)
+            .expect("a round probed 3");
+        let mut out = Vec::new();
+        s.hint_failed(&id(3), probe_at + d(10), &mut out);
+        assert!(ping_to(
+            &out.iter()
+                .map(|e| (probe_at, e.clone()))
+                .collect::<Vec<_>>(),
+            3
+        )
+        .is_some());
+        let log = run_timers(&mut s, probe_at + d(510));
+        assert!(
+            log.iter()
+                .any(|(t, e)| *e == OutEvent::PeerDead(id(3)) && *t == probe_at + d(510)),
+            "{log:?}"
+        );
+        // An unwatched peer: nothing to do.
+        let mut out = Vec::new();
+        s.hint_failed(&id(7), ms(2200), &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
