@@ -371,12 +371,7 @@ mod enabled {
         }
     }
 
-    fn table(
-        out: &mut String,
-        rows: &[Value],
-        configs: &[(String, Box<dyn Fn(&Value) -> bool>)],
-        figures: &[(&str, &str)],
-    ) {
+    fn table(out: &mut String, rows: &[Value], configs: &[Config], figures: &[(&str, &str)]) {
         out.push_str("| config | figure | starling | iroh-gossip | libp2p-gossipsub | starling/iroh | starling/libp2p |\n");
         out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
         for (label, pred) in configs {
@@ -432,6 +427,9 @@ mod enabled {
     }
 
     /// Writes the section again from the JSON lines of an earlier `--json` run.
+    /// A table row: its label and which result rows it takes.
+    type Config = (String, Box<dyn Fn(&Value) -> bool>);
+
     fn render(o: &Opts, path: &str) -> Result<(), String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         let mut rows = Vec::new();
@@ -541,7 +539,7 @@ mod enabled {
         s.push('\n');
 
         let is = |w: &'static str| move |r: &Value| r["workload"] == w;
-        let mut bcast: Vec<(String, Box<dyn Fn(&Value) -> bool>)> = Vec::new();
+        let mut bcast: Vec<Config> = Vec::new();
         let mut keys: Vec<(u64, u64)> = rows
             .iter()
             .filter(|r| r["workload"] == "broadcast")
@@ -571,7 +569,7 @@ mod enabled {
             ],
         );
 
-        let mut tput: Vec<(String, Box<dyn Fn(&Value) -> bool>)> = Vec::new();
+        let mut tput: Vec<Config> = Vec::new();
         for p in [1u64, 10] {
             let f = is("throughput");
             tput.push((
@@ -600,7 +598,7 @@ mod enabled {
             fmt(physical.first().and_then(|p| p["verify_limit_msgs_per_s"].as_f64()))
         ));
 
-        let mut eff: Vec<(String, Box<dyn Fn(&Value) -> bool>)> = Vec::new();
+        let mut eff: Vec<Config> = Vec::new();
         for (n, p) in keys {
             let f = is("broadcast");
             eff.push((
@@ -660,7 +658,7 @@ mod enabled {
             ));
         }
 
-        let churn: Vec<(String, Box<dyn Fn(&Value) -> bool>)> = vec![(
+        let churn: Vec<Config> = vec![(
             format!(
                 "N={}, 30% killed",
                 rows.iter()
@@ -682,7 +680,7 @@ mod enabled {
                 ("recovery_ms", "ms until back to 100%"),
             ],
         );
-        let join: Vec<(String, Box<dyn Fn(&Value) -> bool>)> = vec![(
+        let join: Vec<Config> = vec![(
             format!(
                 "{} nodes + 1",
                 rows.iter()
