@@ -26,10 +26,14 @@ use starling_core::net::{
     CODE_FRAME_TOO_LARGE, CODE_NOT_ADMITTED, CODE_REFUSED,
 };
 use starling_core::node::{Builder, Error, Item, Node, RecvError, Stats, Subscription};
+
+#[path = "support/wait.rs"]
+mod wait;
 use starling_core::wire::{
     encode_frame, Broadcast, DiscoveryMsg, GossipMsg, IHave, Limits, MembershipMsg, Message,
     MessageId, PeerInfo, PresenceRecord, PresenceStatus, SignedMessage, TopicId, TopicMsg,
 };
+use wait::wait_until;
 
 const NET: &str = "hostile-tests";
 /// Honest messages published during each attack.
@@ -77,17 +81,6 @@ fn now_ms() -> u64 {
 
 fn unix_secs() -> u64 {
     now_ms() / 1000
-}
-
-/// Polls `cond` until it holds, failing with `what()` after `limit`.
-fn wait_until(limit: Duration, what: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() > deadline {
-            panic!("timed out after {limit:?}: {}", what());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Reads `sub` until the payloads in `want` from `author` all arrived (others are

@@ -17,6 +17,10 @@ use starling_core::node::{
 };
 use starling_core::wire::TopicId;
 
+#[path = "support/wait.rs"]
+mod wait;
+use wait::wait_until;
+
 const NET: &str = "node-tests";
 
 fn key(n: u32) -> Keypair {
@@ -43,17 +47,6 @@ fn start(n: u32, bootstrap: Option<&Node>) -> Node {
         b = b.bootstrap(boot.contact());
     }
     b.start().expect("node starts")
-}
-
-/// Polls `cond` until it holds, failing with `what()` after `limit`.
-fn wait_until(limit: Duration, what: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() > deadline {
-            panic!("timed out after {limit:?}: {}", what());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Reads `sub` until `want` messages arrived (presence items are skipped), failing with
