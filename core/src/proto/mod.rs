@@ -886,9 +886,11 @@ impl State {
                 }
                 hyparview::OutEvent::NeighborUp(p) => self.topic_neighbor_up(topic, p, now),
                 hyparview::OutEvent::NeighborDown(p) => {
+                    let mut pt = Vec::new();
                     if let Some(t) = self.topics.get_mut(&topic) {
-                        t.plumtree.neighbor_down(&p);
+                        t.plumtree.neighbor_down(&p, &mut pt);
                     }
+                    self.on_plumtree(topic, pt, now);
                     self.unwatch_if_unneeded(&p);
                     self.events.push_back(Event::TopicNeighborDown(topic, p));
                 }

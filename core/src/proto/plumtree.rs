@@ -219,8 +219,16 @@ impl State {
     }
 
     /// A neighbour left the active view.
-    pub fn neighbor_down(&mut self, peer: &PeerId) {
-        self.eager.remove(peer);
+    ///
+    /// Departure: if it was eager, every lazy neighbour is grafted at once (an empty
+    /// GRAFT: "push to me"). The paper waits until an IHAVE for a missing message times
+    /// out, so the whole subtree behind a replaced tree link went without messages for
+    /// the graft timeout (80 ms) plus the IHAVE batch; topic overlays still settle links
+    /// for a while after a join. The duplicates the extra links bring prune them again.
+    pub fn neighbor_down(&mut self, peer: &PeerId, out: &mut Vec<OutEvent>) {
+        if self.eager.remove(peer) {
+            self.graft_lazy_neighbors(None, out);
+        }
         self.lazy.remove(peer);
         self.pending_ihave.remove(peer);
         // A scan of the missing ids (at most MAX_MISSING_IDS), but only on a neighbour
@@ -228,6 +236,22 @@ impl State {
         // timer fires.
         for m in self.missing.values_mut() {
             m.announcers.retain(|(p, _)| p != peer);
+        }
+    }
+
+    /// Makes every lazy neighbour but `except` eager and tells it so (an empty GRAFT):
+    /// repairs the tree at once after this node lost its way into it.
+    fn graft_lazy_neighbors(&mut self, except: Option<PeerId>, out: &mut Vec<OutEvent>) {
+        let lazy: Vec<PeerId> = self
+            .lazy
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != except)
+            .collect();
+        for p in lazy {
+            self.make_eager(p);
+            out.push(OutEvent::Send(p, GossipMsg::Graft(Vec::new())));
+            self.counters.grafts_sent += 1;
         }
     }
 
@@ -333,6 +357,13 @@ impl State {
             GossipMsg::Prune => {
                 if self.eager.remove(&from) {
                     self.lazy.insert(from);
+                    // Departure: eager links are symmetric, so with none left nobody
+                    // pushes to this node. Concurrent prunes of several senders' duplicates
+                    // can do that (the paper then waits for a graft timer on the next
+                    // message); graft the others at once instead.
+                    if self.eager.is_empty() {
+                        self.graft_lazy_neighbors(Some(from), out);
+                    }
                 }
             }
         }
@@ -1604,17 +1635,71 @@ mod tests {
             ms(1),
             &mut out,
         );
-        s.neighbor_down(&peer(2));
-        s.neighbor_down(&peer(1));
+        out.clear();
+        s.neighbor_down(&peer(2), &mut out);
+        s.neighbor_down(&peer(1), &mut out);
         assert!(s.eager_peers().is_empty() && s.lazy_peers().is_empty());
         assert!(s.pending_ihave.is_empty());
-        out.clear();
+        assert!(out.is_empty(), "nobody left to graft: {out:?}");
         s.handle_timeout(ms(100), &mut out);
         assert!(
             out.is_empty(),
             "no IHAVE or GRAFT to a departed peer: {out:?}"
         );
         assert!(s.missing.is_empty());
+        check_invariants(&s);
+    }
+
+    #[test]
+    fn losing_a_tree_link_grafts_every_lazy_neighbour_at_once() {
+        let mut s = node_with(&[1, 2, 3, 4], batching());
+        let mut out = Vec::new();
+        for p in [3, 4] {
+            s.handle_control(peer(p), GossipMsg::Prune, ms(0), &mut out);
+        }
+        assert_eq!(s.eager_peers(), vec![peer(1), peer(2)]);
+        // A lazy neighbour leaving changes nothing else.
+        out.clear();
+        s.neighbor_down(&peer(4), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(s.lazy_peers(), vec![peer(3)]);
+        // An eager one: the subtree it fed must not wait for a graft timer.
+        s.neighbor_down(&peer(1), &mut out);
+        assert_eq!(sends(&out), vec![(peer(3), GossipMsg::Graft(Vec::new()))]);
+        assert_eq!(s.eager_peers(), vec![peer(2), peer(3)]);
+        assert!(s.lazy_peers().is_empty());
+        // The grafted neighbour pushes; a duplicate from the other prunes it again.
+        out.clear();
+        let c = content(1);
+        s.handle_gossip(peer(3), 0, c.id(), c.clone(), ms(10), &mut out);
+        out.clear();
+        s.handle_gossip(peer(2), 0, c.id(), c, ms(11), &mut out);
+        assert_eq!(sends(&out), vec![(peer(2), GossipMsg::Prune)]);
+        assert_eq!(s.eager_peers(), vec![peer(3)]);
+        check_invariants(&s);
+    }
+
+    #[test]
+    fn a_prune_of_the_last_tree_link_grafts_the_other_lazy_neighbours() {
+        let mut s = node_with(&[1, 2, 3], batching());
+        let mut out = Vec::new();
+        s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
+        assert!(out.is_empty(), "still on the tree through 1 and 2");
+        s.handle_control(peer(2), GossipMsg::Prune, ms(0), &mut out);
+        assert!(out.is_empty(), "still on the tree through 1");
+        s.handle_control(peer(1), GossipMsg::Prune, ms(0), &mut out);
+        let mut sent = sends(&out);
+        sent.sort_by_key(|(p, _)| *p);
+        assert_eq!(
+            sent,
+            vec![
+                (peer(2), GossipMsg::Graft(Vec::new())),
+                (peer(3), GossipMsg::Graft(Vec::new()))
+            ],
+            "the pruner itself is not asked back"
+        );
+        assert_eq!(s.eager_peers(), vec![peer(2), peer(3)]);
+        assert_eq!(s.lazy_peers(), vec![peer(1)]);
         check_invariants(&s);
     }
 
