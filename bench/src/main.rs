@@ -362,6 +362,24 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize, verify: f64) -
         })
         .collect();
     hops.sort_by(|a, b| a.total_cmp(b));
+    // Median latency at each hop count: the slope is the cost of one hop.
+    let mut by_hops: std::collections::BTreeMap<u32, Vec<f64>> = Default::default();
+    for r in &recs {
+        let g = r.lock().unwrap();
+        for ((s, d), h) in g.latencies.iter().zip(&g.hops) {
+            by_hops
+                .entry(*h)
+                .or_default()
+                .push(d.saturating_sub(*s) as f64 / 1000.0);
+        }
+    }
+    let latency_by_hops: Vec<Value> = by_hops
+        .into_iter()
+        .map(|(h, mut l)| {
+            l.sort_by(|a, b| a.total_cmp(b));
+            json!([h, l.len(), percentile(&l, 0.5)])
+        })
+        .collect();
     let drops = total_drops(&nodes);
     for n in &nodes {
         n.abort();
@@ -376,6 +394,7 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize, verify: f64) -
         "delivery": got as f64 / expected as f64,
         "latency_p50_ms": percentile(&lat, 0.5), "latency_p99_ms": percentile(&lat, 0.99),
         "hops_p50": percentile(&hops, 0.5), "hops_max": percentile(&hops, 1.0),
+        "latency_p50_ms_by_hops": latency_by_hops,
         "wire_bytes_per_delivery": if got > 0 { Some(bytes as f64 / got as f64) } else { None },
         "drops": drops,
     })
@@ -693,6 +712,23 @@ fn idle_workload(args: &Args) -> Value {
         stats.iter().map(|s| f(s) as f64).sum::<f64>() / stats.len().max(1) as f64
     };
     let connections = per_node(&|s| s.peers);
+    // Distinct peers the node's topic overlays hold as neighbours (each needs a
+    // connection; the rest of `connections` are other recent contacts).
+    let topic_neighbours = nodes
+        .iter()
+        .map(|node| {
+            let mut peers = std::collections::BTreeSet::new();
+            for t in 0..args.topics {
+                let topic = TopicId::from_name(&format!("idle-{t}"));
+                if let Ok((eager, lazy)) = node.topic_tree(topic) {
+                    peers.extend(eager);
+                    peers.extend(lazy);
+                }
+            }
+            peers.len() as f64
+        })
+        .sum::<f64>()
+        / n;
     let neighbours = per_node(&|s| s.neighbors);
     reading.store(false, Ordering::Relaxed);
     let _ = reader.join();
@@ -702,7 +738,8 @@ fn idle_workload(args: &Args) -> Value {
     }
     json!({
         "suite": "node", "workload": "idle",
-        "connections_per_node": connections, "neighbours_per_node": neighbours, "nodes": args.nodes, "topics_per_node": args.topics,
+        "connections_per_node": connections, "neighbours_per_node": neighbours,
+        "distinct_topic_neighbours_per_node": topic_neighbours, "nodes": args.nodes, "topics_per_node": args.topics,
         "overlay_formed": formed,
         "rss_per_node_mb": rss, "heap_live_per_node_mb": heap[0],
         "heap_free_per_node_mb": heap[1], "heap_mmapped_per_node_mb": heap[2],
@@ -710,7 +747,7 @@ fn idle_workload(args: &Args) -> Value {
         "idle_wakeups_per_s_p50": percentile(&rates, 0.5),
         "idle_wakeups_per_s_max": percentile(&rates, 1.0),
         "context_switches_per_s": switches,
-        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s (mean over nodes; p50 and max also given), from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement); rss_per_node_mb: process RSS growth from before the nodes start to after formation, / nodes (a reader thread drains every subscription meanwhile, as an application would); heap_live/heap_free/heap_mmapped_per_node_mb: growth over the same span of malloc'd bytes in use in the arenas / kept free in the arenas / in large blocks mmapped on their own (counted whole, resident only where touched), glibc mallinfo2, / nodes",
+        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s (mean over nodes; p50 and max also given), from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement); rss_per_node_mb: process RSS growth from before the nodes start to after formation, / nodes (a reader thread drains every subscription meanwhile, as an application would); heap_live/heap_free/heap_mmapped_per_node_mb: growth over the same span of malloc'd bytes in use in the arenas / kept free in the arenas / in large blocks mmapped on their own (counted whole, resident only where touched), glibc mallinfo2, / nodes; distinct_topic_neighbours_per_node: distinct peers that the topic overlays hold as neighbours (connections_per_node also counts other recent contacts: join walks, refills and discovery replies dial peers that do not become neighbours)",
     })
 }
 
