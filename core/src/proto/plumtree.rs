@@ -256,10 +256,15 @@ impl State {
             .filter(|p| Some(*p) != except)
             .collect();
         for p in lazy {
-            self.make_eager(p);
-            out.push(OutEvent::Send(p, GossipMsg::Graft(Vec::new())));
-            self.counters.grafts_sent += 1;
+            self.ask_to_push(p, out);
         }
+    }
+
+    /// Makes `peer` eager and asks it to push to us too (an empty GRAFT).
+    fn ask_to_push(&mut self, peer: PeerId, out: &mut Vec<OutEvent>) {
+        self.make_eager(peer);
+        out.push(OutEvent::Send(peer, GossipMsg::Graft(Vec::new())));
+        self.counters.grafts_sent += 1;
     }
 
     /// Whether `id` was seen (delivered or published here) within `seen_max_age`.
@@ -490,7 +495,8 @@ impl State {
         now: Time,
         out: &mut Vec<OutEvent>,
     ) {
-        if matches!(content, Broadcast::Message(_)) {
+        let is_message = matches!(content, Broadcast::Message(_));
+        if is_message {
             self.last_message = Some(now);
         }
         // Departure: failure notices and leave records are flooded to every neighbour,
@@ -516,9 +522,8 @@ impl State {
             .copied()
             .filter(|p| Some(*p) != from)
             .collect();
-        let may_burst = !matches!(content, Broadcast::Message(_));
         for p in lazy {
-            self.queue_ihave(p, IHave { id, hops }, may_burst, now, out);
+            self.queue_ihave(p, IHave { id, hops }, !is_message, now, out);
         }
     }
 
@@ -636,9 +641,7 @@ impl State {
         if !self.eager.contains(&parent) {
             return;
         }
-        self.make_eager(better);
-        out.push(OutEvent::Send(better, GossipMsg::Graft(Vec::new())));
-        self.counters.grafts_sent += 1;
+        self.ask_to_push(better, out);
         self.eager.remove(&parent);
         self.lazy.insert(parent);
         out.push(OutEvent::Send(parent, GossipMsg::Prune));
