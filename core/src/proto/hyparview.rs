@@ -1230,6 +1230,18 @@ mod tests {
         out
     }
 
+    /// Node 0 with a full active view of peers 1..=5 (joined at 0) and `backups` passive.
+    fn full_view_with_backups(backups: std::ops::RangeInclusive<usize>) -> State {
+        let mut a = node(0, Config::default());
+        for p in 1..=5 {
+            befriend(&mut a, p, t(0));
+        }
+        for p in backups {
+            a.add_passive(info(p));
+        }
+        a
+    }
+
     /// A mini message loop: in-order delivery, no latency; a message to a dead or cut-off
     /// peer fails its dial, which the driver reports with `peer_failed`.
     struct Net {
@@ -1787,13 +1799,7 @@ mod tests {
         // crashed too. Neighbour 1 fails: before, the node asked one backup at a time,
         // waited out 1 s per dead one, backed every refusal off for a shuffle period and
         // stayed at 4 neighbours until then (30 s).
-        let mut a = node(0, Config::default());
-        for p in 1..=5 {
-            befriend(&mut a, p, t(0));
-        }
-        for p in 6..=11 {
-            a.add_passive(info(p));
-        }
+        let mut a = full_view_with_backups(6..=11);
         let mut out = Vec::new();
         a.peer_failed(id(1), t(1000), &mut out);
         let up = refill_until_up(&mut a, out, t(1000), t(60_000), &[6, 7, 8, 9], &[10, 11]);
@@ -1815,11 +1821,7 @@ mod tests {
 
     #[test]
     fn the_refill_timeout_adapts_to_answered_requests() {
-        let mut a = node(0, Config::default());
-        for p in 1..=5 {
-            befriend(&mut a, p, t(0));
-        }
-        a.add_passive(info(6));
+        let mut a = full_view_with_backups(6..=6);
         // Nothing measured yet: the configured timeout (1 s).
         let mut out = Vec::new();
         a.peer_failed(id(1), t(1000), &mut out);
@@ -1862,13 +1864,7 @@ mod tests {
     #[test]
     fn a_lost_neighbour_is_replaced_within_a_round_trip_when_backups_are_full() {
         // The same without dead backups: one round trip per refusal, requests in parallel.
-        let mut a = node(0, Config::default());
-        for p in 1..=5 {
-            befriend(&mut a, p, t(0));
-        }
-        for p in 6..=15 {
-            a.add_passive(info(p));
-        }
+        let mut a = full_view_with_backups(6..=15);
         let mut out = Vec::new();
         a.peer_failed(id(1), t(1000), &mut out);
         let full: Vec<usize> = (6..=15).collect();
@@ -1881,13 +1877,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_wanted_us_is_asked_first_and_a_surplus_accept_is_let_go() {
-        let mut a = node(0, Config::default());
-        for p in 1..=5 {
-            befriend(&mut a, p, t(0));
-        }
-        for p in 6..=30 {
-            a.add_passive(info(p));
-        }
+        let mut a = full_view_with_backups(6..=30);
         // Peer 20 lost a neighbour and asked us while we were full: refused.
         let mut out = Vec::new();
         a.handle_message(
