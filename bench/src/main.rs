@@ -338,45 +338,34 @@ fn broadcast_workload(args: &Args, name: &str, publishers: usize, verify: f64) -
     let bytes = total_bytes_out(&nodes) - bytes_before;
     stop.store(true, Ordering::Relaxed);
     let got = delivered();
-    let mut lat: Vec<f64> = recs
+    // (latency ms, hops) of every delivery.
+    let deliveries: Vec<(f64, u32)> = recs
         .iter()
         .flat_map(|r| {
-            r.lock()
-                .unwrap()
-                .latencies
+            let g = r.lock().unwrap();
+            g.latencies
                 .iter()
-                .map(|(s, d)| d.saturating_sub(*s) as f64 / 1000.0)
+                .zip(&g.hops)
+                .map(|((s, d), h)| (d.saturating_sub(*s) as f64 / 1000.0, *h))
                 .collect::<Vec<_>>()
         })
         .collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let mut hops: Vec<f64> = recs
-        .iter()
-        .flat_map(|r| {
-            r.lock()
-                .unwrap()
-                .hops
-                .iter()
-                .map(|h| f64::from(*h))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    hops.sort_by(|a, b| a.total_cmp(b));
+    let sorted = |v: Vec<f64>| {
+        let mut v = v;
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+    let lat = sorted(deliveries.iter().map(|d| d.0).collect());
+    let hops = sorted(deliveries.iter().map(|d| f64::from(d.1)).collect());
     // Median latency at each hop count: the slope is the cost of one hop.
     let mut by_hops: std::collections::BTreeMap<u32, Vec<f64>> = Default::default();
-    for r in &recs {
-        let g = r.lock().unwrap();
-        for ((s, d), h) in g.latencies.iter().zip(&g.hops) {
-            by_hops
-                .entry(*h)
-                .or_default()
-                .push(d.saturating_sub(*s) as f64 / 1000.0);
-        }
+    for (l, h) in &deliveries {
+        by_hops.entry(*h).or_default().push(*l);
     }
     let latency_by_hops: Vec<Value> = by_hops
         .into_iter()
-        .map(|(h, mut l)| {
-            l.sort_by(|a, b| a.total_cmp(b));
+        .map(|(h, l)| {
+            let l = sorted(l);
             json!([h, l.len(), percentile(&l, 0.5)])
         })
         .collect();
