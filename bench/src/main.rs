@@ -656,7 +656,9 @@ fn idle_workload(args: &Args) -> Value {
     let w0 = node_thread_wakeups();
     let c0 = Instant::now();
     let t0 = timers();
-    let window = Duration::from_secs(10);
+    // Two presence refresh periods (20 s each): a shorter window can fall between the
+    // refresh rounds of nodes that started together and miss their work.
+    let window = Duration::from_secs(40);
     std::thread::sleep(window);
     let w1 = node_thread_wakeups();
     let c1 = Instant::now();
@@ -736,7 +738,7 @@ fn idle_workload(args: &Args) -> Value {
         "idle_wakeups_per_s_p50": percentile(&rates, 0.5),
         "idle_wakeups_per_s_max": percentile(&rates, 1.0),
         "context_switches_per_s": switches,
-        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s (mean over nodes; p50 and max also given), from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement); rss_per_node_mb: process RSS growth from before the nodes start to after formation, / nodes (a reader thread drains every subscription meanwhile, as an application would); heap_live/heap_free/heap_mmapped_per_node_mb: growth over the same span of malloc'd bytes in use in the arenas / kept free in the arenas / in large blocks mmapped on their own (counted whole, resident only where touched), glibc mallinfo2, / nodes; distinct_topic_neighbours_per_node: distinct peers that the topic overlays hold as neighbours (connections_per_node also counts other recent contacts: join walks, refills and discovery replies dial peers that do not become neighbours)",
+        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s over a 40 s window (two presence refresh periods; mean over nodes; p50 and max also given), from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement); rss_per_node_mb: process RSS growth from before the nodes start to after formation, / nodes (a reader thread drains every subscription meanwhile, as an application would); heap_live/heap_free/heap_mmapped_per_node_mb: growth over the same span of malloc'd bytes in use in the arenas / kept free in the arenas / in large blocks mmapped on their own (counted whole, resident only where touched), glibc mallinfo2, / nodes; distinct_topic_neighbours_per_node: distinct peers that the topic overlays hold as neighbours (connections_per_node also counts other recent contacts: join walks, refills and discovery replies dial peers that do not become neighbours)",
     })
 }
 
