@@ -663,6 +663,10 @@ fn idle_workload(args: &Args) -> Value {
     let w1 = node_thread_wakeups();
     let c1 = Instant::now();
     let t1 = timers();
+    // Steady state: the same readings after the window, once formation-time contacts
+    // have been closed (RSS keeps what the allocator retained; the live heap does not).
+    let rss_steady = rss_kb();
+    let heap_steady = malloc_kb();
     let n = nodes.len() as f64;
     let switches = match (w0, w1) {
         (Some(a), Some(b)) => Some((b - a) as f64 / n / (c1 - c0).as_secs_f64()),
@@ -685,8 +689,13 @@ fn idle_workload(args: &Args) -> Value {
     } else {
         Some(rates.iter().sum::<f64>() / rates.len() as f64)
     };
-    let rss = match (rss_before, rss_after) {
+    let growth = |after: Option<u64>| match (rss_before, after) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1024.0 / n),
+        _ => None,
+    };
+    let (rss, rss_steady) = (growth(rss_after), growth(rss_steady));
+    let heap_live_steady = match (heap_before, heap_steady) {
+        (Some(a), Some(b)) => Some(b[0].saturating_sub(a[0]) as f64 / 1024.0 / n),
         _ => None,
     };
     // RSS growth split: live heap allocations vs memory the allocator keeps free (freed
@@ -734,11 +743,12 @@ fn idle_workload(args: &Args) -> Value {
         "overlay_formed": formed,
         "rss_per_node_mb": rss, "heap_live_per_node_mb": heap[0],
         "heap_free_per_node_mb": heap[1], "heap_mmapped_per_node_mb": heap[2],
+        "rss_steady_per_node_mb": rss_steady, "heap_live_steady_per_node_mb": heap_live_steady,
         "idle_wakeups_per_s": wake,
         "idle_wakeups_per_s_p50": percentile(&rates, 0.5),
         "idle_wakeups_per_s_max": percentile(&rates, 1.0),
         "context_switches_per_s": switches,
-        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s over a 40 s window (two presence refresh periods; mean over nodes; p50 and max also given), from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement); rss_per_node_mb: process RSS growth from before the nodes start to after formation, / nodes (a reader thread drains every subscription meanwhile, as an application would); heap_live/heap_free/heap_mmapped_per_node_mb: growth over the same span of malloc'd bytes in use in the arenas / kept free in the arenas / in large blocks mmapped on their own (counted whole, resident only where touched), glibc mallinfo2, / nodes; distinct_topic_neighbours_per_node: distinct peers that the topic overlays hold as neighbours (connections_per_node also counts other recent contacts: join walks, refills and discovery replies dial peers that do not become neighbours)",
+        "note": "idle_wakeups_per_s: actor timer wake-ups (protocol deadlines + housekeeping) per node per s over a 40 s window (two presence refresh periods; mean over nodes; p50 and max also given), from Stats::timer_wakeups; context_switches_per_s: voluntary context switches of the node runtime threads per node per s (also packets: SWIM, keep-alives, presence refresh, and the stats calls of this measurement); rss_per_node_mb: process RSS growth from before the nodes start to after formation, / nodes (a reader thread drains every subscription meanwhile, as an application would); rss_steady/heap_live_steady_per_node_mb: the same after the 40 s window; heap_live/heap_free/heap_mmapped_per_node_mb: growth over the first span of malloc'd bytes in use in the arenas / kept free in the arenas / in large blocks mmapped on their own (counted whole, resident only where touched), glibc mallinfo2, / nodes; distinct_topic_neighbours_per_node: distinct peers that the topic overlays hold as neighbours (connections_per_node also counts other recent contacts: join walks, refills and discovery replies dial peers that do not become neighbours)",
     })
 }
 
