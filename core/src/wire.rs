@@ -12,6 +12,11 @@
 //! kinds never collide) over every field but the signature; the signature is Ed25519 over
 //! [`SIGNATURE_DOMAIN`] followed by that id, so it covers a domain tag and every field.
 //! Receivers always recompute the id: it is never taken from the wire.
+//!
+//! The frames that every broadcast sends many times — a topic's eager push and IHAVE, and
+//! the [`SignedMessage`] inside — use one-letter CBOR keys and variant names (`serde`
+//! renames below; PROTOCOL.md §2.4 lists them): the names were about 90 bytes of a push and
+//! 37 of an IHAVE. Everything else keeps its Rust names.
 
 use std::fmt;
 
@@ -21,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::{Keypair, PeerId, Signature};
 
 /// The version byte that starts every frame.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Prefix of every signed byte string; a signature made for anything else never verifies.
 pub const SIGNATURE_DOMAIN: &[u8] = b"starling/v1/signature";
@@ -116,16 +121,22 @@ impl PeerInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedMessage {
     /// The topic it was published on.
+    #[serde(rename = "t")]
     pub topic: TopicId,
     /// The author (the signer), never the forwarding neighbour.
+    #[serde(rename = "a")]
     pub author: PeerId,
     /// Per (author, topic) sequence number, increasing by one per publish.
+    #[serde(rename = "s")]
     pub seq: u64,
     /// The author's wall clock at publish time, milliseconds since the Unix epoch.
+    #[serde(rename = "i")]
     pub issued_ms: u64,
     /// The application's bytes.
+    #[serde(rename = "p")]
     pub payload: Bytes,
     /// Ed25519 signature over [`SIGNATURE_DOMAIN`] ‖ id.
+    #[serde(rename = "g")]
     pub sig: Signature,
 }
 
@@ -183,6 +194,7 @@ pub struct GoneNotice {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Broadcast {
     /// Application data.
+    #[serde(rename = "M")]
     Message(SignedMessage),
     /// A presence record.
     Presence(PresenceRecord),
@@ -466,13 +478,17 @@ pub enum SwimMsg {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GossipMsg {
     /// The full content, pushed eagerly (or sent in answer to a graft).
+    #[serde(rename = "G")]
     Gossip {
         /// Hops travelled from the author (the author sends 0).
+        #[serde(rename = "h")]
         hops: u16,
         /// The signed content.
+        #[serde(rename = "c")]
         content: Broadcast,
     },
     /// Lazy announcements: "I have these".
+    #[serde(rename = "I")]
     IHave(Vec<IHave>),
     /// "Send me these, and make our link eager." An empty list only grafts the link.
     Graft(Vec<MessageId>),
@@ -484,8 +500,10 @@ pub enum GossipMsg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IHave {
     /// The announced broadcast.
+    #[serde(rename = "i")]
     pub id: MessageId,
     /// Hops it had travelled when the announcer received it.
+    #[serde(rename = "h")]
     pub hops: u16,
 }
 
@@ -495,6 +513,7 @@ pub enum TopicMsg {
     /// The topic's membership overlay.
     Membership(MembershipMsg),
     /// The topic's broadcast tree.
+    #[serde(rename = "G")]
     Gossip(GossipMsg),
     /// The current presence table, sent to a new neighbour (possibly in several parts).
     PresenceSnapshot(Vec<PresenceRecord>),
@@ -536,10 +555,13 @@ pub enum Message {
     /// Topic discovery.
     Discovery(DiscoveryMsg),
     /// A message of one topic.
+    #[serde(rename = "T")]
     Topic {
         /// The topic.
+        #[serde(rename = "t")]
         topic: TopicId,
         /// The message.
+        #[serde(rename = "m")]
         msg: TopicMsg,
     },
 }

@@ -12,7 +12,7 @@
 //! self-signature is not checked either (it adds nothing to the handshake proof).
 //! Session resumption is off, so every connection re-proves the key.
 //!
-//! ALPN is `starling/1/<network id>`, so nodes of different networks (or protocol
+//! ALPN is `starling/<protocol version>/<network id>`, so nodes of different networks (or protocol
 //! versions) never complete a handshake: both sides get
 //! [`TransportError::NetworkMismatch`].
 //!
@@ -64,7 +64,7 @@ use crate::admission::{
     unix_now, Credential, CredentialError, PrivateNetwork, MAX_CREDENTIAL_BYTES,
 };
 use crate::identity::{Keypair, PeerId};
-use crate::wire::Limits;
+use crate::wire::{Limits, PROTOCOL_VERSION};
 
 /// Application close code: a normal close ([`Connection::close`], or the last handle
 /// dropped).
@@ -513,9 +513,7 @@ impl ClientCertVerifier for PeerVerifier {
 
 /// The ALPN protocol id for a network: nodes only talk within one network and version.
 fn alpn(network_id: &str) -> Vec<u8> {
-    let mut alpn = b"starling/1/".to_vec();
-    alpn.extend_from_slice(network_id.as_bytes());
-    alpn
+    format!("starling/{PROTOCOL_VERSION}/{network_id}").into_bytes()
 }
 
 /// A self-signed certificate for `key` and the matching PKCS#8 private key.
@@ -1523,7 +1521,7 @@ mod tests {
 
     #[test]
     fn alpn_names_version_and_network() {
-        assert_eq!(alpn("prod"), b"starling/1/prod".to_vec());
+        assert_eq!(alpn("prod"), b"starling/2/prod".to_vec());
     }
 
     async fn pair() -> (Endpoint, Endpoint, Connection, Connection) {
