@@ -801,6 +801,58 @@ mod tests {
         )
     }
 
+    /// The map keys of a CBOR value, recursively, in order.
+    fn cbor_keys(v: &ciborium::Value, keys: &mut Vec<String>) {
+        match v {
+            ciborium::Value::Map(entries) => {
+                for (k, v) in entries {
+                    if let ciborium::Value::Text(t) = k {
+                        keys.push(t.clone());
+                    }
+                    cbor_keys(v, keys);
+                }
+            }
+            ciborium::Value::Array(items) => items.iter().for_each(|v| cbor_keys(v, keys)),
+            _ => {}
+        }
+    }
+
+    fn frame_keys(msg: &Message) -> Vec<String> {
+        let frame = encode_frame(msg);
+        assert_eq!(frame[0], PROTOCOL_VERSION);
+        let value: ciborium::Value = ciborium::from_reader(&frame[1..]).expect("CBOR");
+        let mut keys = Vec::new();
+        cbor_keys(&value, &mut keys);
+        keys
+    }
+
+    /// The wire names of PROTOCOL.md §2.4: the hot path's frames use one-letter names,
+    /// and they still decode to the same messages.
+    #[test]
+    fn hot_path_frames_use_the_documented_short_names() {
+        let content = Broadcast::Message(msg(1, b"hi"));
+        let id = content.id();
+        let push = Message::Topic {
+            topic: topic(),
+            msg: TopicMsg::Gossip(GossipMsg::Gossip { hops: 2, content }),
+        };
+        assert_eq!(
+            frame_keys(&push),
+            ["T", "t", "m", "G", "G", "h", "c", "M", "t", "a", "s", "i", "p", "g"]
+        );
+        let ihave = Message::Topic {
+            topic: topic(),
+            msg: TopicMsg::Gossip(GossipMsg::IHave(vec![IHave { id, hops: 2 }])),
+        };
+        assert_eq!(frame_keys(&ihave), ["T", "t", "m", "G", "I", "i", "h"]);
+        // Other messages keep their Rust names.
+        let ping = Message::Swim(SwimMsg::Ping { nonce: 1 });
+        assert_eq!(frame_keys(&ping), ["Swim", "Ping", "nonce"]);
+        for m in [push, ihave, ping] {
+            assert_eq!(decode_frame(&encode_frame(&m), &Limits::default()), Ok(m));
+        }
+    }
+
     #[test]
     fn topic_id_is_blake3_of_name() {
         assert_eq!(

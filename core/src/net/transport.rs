@@ -12,8 +12,8 @@
 //! self-signature is not checked either (it adds nothing to the handshake proof).
 //! Session resumption is off, so every connection re-proves the key.
 //!
-//! ALPN is `starling/<protocol version>/<network id>`, so nodes of different networks (or protocol
-//! versions) never complete a handshake: both sides get
+//! ALPN is `starling/<protocol version>/<network id>`, so nodes of different networks
+//! (or protocol versions) never complete a handshake: both sides get
 //! [`TransportError::NetworkMismatch`].
 //!
 //! The crypto provider (ring) is passed explicitly to every config; no process-global
