@@ -1212,15 +1212,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_peer_that_announced_a_broadcast_gets_no_ihave_for_it() {
+    /// A node with eager peers 1, 2 and lazy peers 3, 4, and a broadcast it has not seen.
+    fn eager_1_2_lazy_3_4() -> (State, Broadcast) {
         let mut s = node_with(&[1, 2, 3, 4], Config::default());
         let mut out = Vec::new();
         for lazy in [3, 4] {
             s.handle_control(peer(lazy), GossipMsg::Prune, ms(0), &mut out);
         }
-        let c = content(1);
+        (s, content(1))
+    }
+
+    #[test]
+    fn a_peer_that_announced_a_broadcast_gets_no_ihave_for_it() {
+        let (mut s, c) = eager_1_2_lazy_3_4();
         let id = c.id();
+        let mut out = Vec::new();
         // Peer 3 announces it before it arrives from peer 1.
         let announce = GossipMsg::IHave(vec![IHave { id, hops: 0 }]);
         s.handle_control(peer(3), announce, ms(100), &mut out);
@@ -1239,13 +1245,9 @@ mod tests {
 
     #[test]
     fn a_queued_ihave_is_dropped_when_the_peer_shows_it_has_the_broadcast() {
-        let mut s = node_with(&[1, 2, 3, 4], Config::default());
-        let mut out = Vec::new();
-        for lazy in [3, 4] {
-            s.handle_control(peer(lazy), GossipMsg::Prune, ms(0), &mut out);
-        }
-        let c = content(1);
+        let (mut s, c) = eager_1_2_lazy_3_4();
         let id = c.id();
+        let mut out = Vec::new();
         s.handle_gossip(peer(1), 0, id, c.clone(), ms(100), &mut out);
         assert!(s.poll_precise().is_some(), "IHAVEs to 3 and 4 are queued");
         // While they wait, peer 3 announces it and peer 4 pushes it.
