@@ -196,6 +196,19 @@ fn boot(sys: &dyn System, n: usize, env: &Env) -> Result<Booted, String> {
         }
     }
     let formation_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if !formed {
+        // Which nodes never got a probe, and what they are linked to (a rare failure to
+        // form is otherwise only a number in the row).
+        for (i, s) in sinks.iter().enumerate().skip(1) {
+            if !s.snapshot().iter().any(|d| d.msg >= first_probe) {
+                eprintln!(
+                    "{}: node {i} got no probe: {}",
+                    sys.name(),
+                    cluster.describe(i)
+                );
+            }
+        }
+    }
     // Settle: gossipsub builds its mesh on 1 s heartbeats.
     std::thread::sleep(Duration::from_secs(2));
     for s in &sinks {

@@ -127,6 +127,11 @@ pub trait Cluster: Send + Sync {
     fn diag(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+    /// What node `node` holds, in one line, for a report when the overlay did not form
+    /// (which nodes a node is linked to); empty where the system shows nothing.
+    fn describe(&self, _node: usize) -> String {
+        String::new()
+    }
     /// Stops everything.
     fn shutdown(self: Box<Self>);
 }

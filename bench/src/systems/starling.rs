@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use starling_core::identity::Keypair;
+use starling_core::identity::{Keypair, PeerId};
 use starling_core::node::{Item, Node, RecvError};
 use starling_core::wire::TopicId;
 
@@ -165,6 +165,31 @@ impl Cluster for StarlingCluster {
         ];
         out.extend(drops);
         out
+    }
+
+    fn describe(&self, node: usize) -> String {
+        let Some(m) = self.members.get(node) else {
+            return "no such node".into();
+        };
+        let index = |p: &PeerId| {
+            self.members
+                .iter()
+                .position(|o| o.node.id() == *p)
+                .map_or_else(|| p.short(), |i| i.to_string())
+        };
+        let list = |v: Vec<PeerId>| v.iter().map(index).collect::<Vec<_>>().join(",");
+        let tree = match m.node.topic_tree(self.topic) {
+            Ok((eager, lazy)) => format!("eager [{}] lazy [{}]", list(eager), list(lazy)),
+            Err(e) => format!("tree: {e}"),
+        };
+        let stats = match m.node.stats() {
+            Ok(s) => format!(
+                "network neighbours {}, connections {}, delivered {}",
+                s.neighbors, s.peers, s.delivered
+            ),
+            Err(e) => format!("stats: {e}"),
+        };
+        format!("alive {}; {tree}; {stats}", m.alive)
     }
 
     fn shutdown(self: Box<Self>) {
