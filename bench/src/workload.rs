@@ -202,11 +202,6 @@ fn boot(sys: &dyn System, n: usize, env: &Env) -> Result<Booted, String> {
         for (i, s) in sinks.iter().enumerate().skip(1) {
             if !s.snapshot().iter().any(|d| d.msg >= first_probe) {
                 let what = cluster.describe(i);
-                let what = if what.is_empty() {
-                    "no detail from this system".to_owned()
-                } else {
-                    what
-                };
                 eprintln!("{}: node {i} got no probe: {what}", sys.name());
             }
         }

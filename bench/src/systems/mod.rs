@@ -128,9 +128,9 @@ pub trait Cluster: Send + Sync {
         Vec::new()
     }
     /// What node `node` holds, in one line, for a report when the overlay did not form
-    /// (which nodes a node is linked to); empty where the system shows nothing.
+    /// (which nodes a node is linked to).
     fn describe(&self, _node: usize) -> String {
-        String::new()
+        "no detail from this system".to_owned()
     }
     /// Stops everything.
     fn shutdown(self: Box<Self>);

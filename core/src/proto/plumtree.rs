@@ -1232,7 +1232,7 @@ mod tests {
         s.handle_control(peer(3), announce, ms(100), &mut out);
         out.clear();
         s.handle_gossip(peer(1), 0, id, c, ms(101), &mut out);
-        let due = s.poll_precise().expect("the IHAVE batch waits");
+        let due = batch_due(&s, ms(101));
         out.clear();
         s.handle_timeout(due, &mut out);
         assert_eq!(
