@@ -6,8 +6,9 @@
 //! Tasks around the actor (never sharing state with it, only channels):
 //! - the accept loop: finished inbound handshakes → [`Internal::Accepted`];
 //! - one dial task per dial → [`Internal::Dialed`];
-//! - per connection one reader (decodes frames off the actor, so decoding runs in
-//!   parallel with protocol work) and one writer per stream class.
+//! - per connection one reader (reads the peer's streams through
+//!   [`Connection::recv`] and decodes frames off the actor, so decoding runs in parallel
+//!   with protocol work) and one writer per stream class.
 //!
 //! Back-pressure and bounds: commands and inbound frames reach the actor over bounded
 //! channels (readers wait when it is busy, and QUIC flow control then slows the peer);

@@ -24,7 +24,7 @@ pub struct Config {
     pub ttl: Duration,
     /// The longest time between two refreshes of a present node's record (ttl / 3: two
     /// refreshes may be lost). Each wait is drawn from ¾ to all of it (see
-    /// [`refresh_delay`]).
+    /// `refresh_delay`).
     pub refresh_interval: Duration,
     /// Most records kept per topic (10,000).
     pub max_records: usize,
