@@ -118,6 +118,12 @@ const MIN_REFILL_TIMEOUT: Duration = Duration::from_millis(250);
 /// Shortest timer period, so a zero in the config cannot make a driver spin.
 const MIN_PERIOD: Duration = Duration::from_millis(1);
 
+/// Least time between two high-priority refills of a view below half its capacity (that
+/// lost nobody to a failure). Each may evict a neighbour at a full peer; two small views
+/// asking the same full peer could otherwise evict each other's new link in turn, at
+/// message speed.
+const ESCALATION_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Why a request to a peer is outstanding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PendingKind {
@@ -178,8 +184,9 @@ pub struct State {
     shuffle_sent: Option<Vec<PeerId>>,
     next_shuffle: Option<Time>,
     next_rejoin: Option<Time>,
-    /// Low-priority refill requests refused since the active view last grew.
-    refusals: usize,
+    /// No high-priority refill for a view below half before this (see
+    /// [`ESCALATION_INTERVAL`]).
+    next_escalation: Time,
     /// Smoothed round trip of answered requests (None: none answered yet).
     refill_rtt: Option<Duration>,
     /// Active neighbours lost to failures (not to disconnects) since the view was last
@@ -204,9 +211,9 @@ impl State {
             shuffle_sent: None,
             next_shuffle: None,
             next_rejoin: None,
-            refusals: 0,
             refill_rtt: None,
             failed_slots: 0,
+            next_escalation: Time::default(),
             left: false,
             counters: Counters::default(),
         }
@@ -411,13 +418,16 @@ impl State {
             .peekable();
         open.peek()?;
         let now_ok = Some(Time::default());
-        if self.forced_high() {
+        if self.active.is_empty() {
             return if self.high_pending() { None } else { now_ok };
         }
-        if self.failed_slots > 0 && !self.high_pending() {
-            return now_ok; // a low-priority request, or else a high-priority one
+        // A low-priority request when a backup's back-off ends, or else a high-priority
+        // one once escalating is allowed.
+        let low = open.map(|e| e.not_before).min();
+        if self.high_pending() {
+            return low;
         }
-        open.map(|e| e.not_before).min()
+        earliest(low, self.escalation_from())
     }
 
     /// Does all timed work due at `now`: neighbour-request timeouts, shuffles, rejoins of
@@ -631,7 +641,6 @@ impl State {
             (Some(p), false) => {
                 if p.kind == PendingKind::Refill {
                     self.counters.refill_refused += 1;
-                    self.refusals = self.refusals.saturating_add(1);
                 }
                 // Refused (it is full): keep it as a backup. Departure: the paper may pick
                 // it again at once; we do not ask it with low priority for one shuffle
@@ -827,7 +836,7 @@ impl State {
             }
             self.counters.refill_requests += 1;
             if high {
-                self.refusals = 0; // a new round of refusals before escalating again
+                self.next_escalation = now + ESCALATION_INTERVAL;
             }
             out.push(OutEvent::Send(
                 id,
@@ -840,37 +849,44 @@ impl State {
     }
 
     /// Whether the next refill request is high priority: when the active view is empty
-    /// (paper); when it is below half its capacity and every passive peer has refused a
-    /// low-priority request since the view last grew; or when it lost a neighbour to a
-    /// failure and no passive peer is left to ask with low priority (for a free slot that
-    /// no pending request covers: `refill` sends only while there is one).
+    /// (paper); or when it is below half its capacity, or lost a neighbour to a failure,
+    /// and no passive peer is left to ask with low priority (each that refused or dropped
+    /// us is backed off for a shuffle period; `refill` sends only while a slot is free).
     ///
     /// Departure: with the paper's rule a small group whose members each keep one or two
     /// neighbours, and whose passive peers are all full, stays cut off for ever (seen in
-    /// our 20-node tests: all passive peers refuse, and its shuffles never leave it). Asking
-    /// once with high priority after a whole round of refusals costs one eviction at a full
-    /// peer and joins the group back. Likewise after a crash: its former neighbours each
-    /// have a free slot, but they pair up only if they find each other in time (passive
-    /// views of a young overlay hold few peers, the refused ones are backed off, and an odd
-    /// number of free slots can never all pair), so a node that lost a neighbour to a
-    /// failure and has no backup left to ask with low priority asks one with high
-    /// priority; at most `failed_slots` such requests are accepted before the view is full
-    /// again. The peer it evicts was told (`Disconnect`) and lost nobody to a failure, so it
-    /// refills with low priority only: evictions cannot cascade.
+    /// our 20-node tests: all passive peers refuse, and its shuffles never leave it). Such
+    /// a group forms when its members were evicted by the rest: their backups are then
+    /// the peers that dropped them. Waiting for those back-offs kept a two-node island of
+    /// a 50-node topic apart for about 30 s (peers benchmark, 2 of 84 clusters). Asking
+    /// once with high priority costs one eviction at a full peer and joins the group back.
+    /// Likewise after a crash: its former neighbours each have a free slot, but they pair
+    /// up only if they find each other in time (passive views of a young overlay hold few
+    /// peers, the refused ones are backed off, and an odd number of free slots can never
+    /// all pair); at most `failed_slots` such requests are accepted before the view is
+    /// full again. The peer a request evicts was told (`Disconnect`), lost nobody to a
+    /// failure and keeps at least half a view, so it refills with low priority only:
+    /// evictions cannot cascade.
     fn refill_priority(&self, now: Time) -> bool {
-        self.forced_high()
-            || (self.failed_slots > 0
+        self.active.is_empty()
+            || (self.escalation_from().is_some_and(|t| t <= now)
                 && !self
                     .passive
                     .iter()
                     .any(|e| e.not_before <= now && !self.has_pending(&e.info.id)))
     }
 
-    /// The high-priority cases that do not depend on back-offs.
-    fn forced_high(&self) -> bool {
-        self.active.is_empty()
-            || (self.active.len() * 2 < self.config.active_view_capacity
-                && self.refusals >= self.passive.len())
+    /// From when a refill may fall back to high priority (see `refill_priority`), if at
+    /// all: at once for a slot lost to a failure; for a view below half its capacity, at
+    /// most once per [`ESCALATION_INTERVAL`].
+    fn escalation_from(&self) -> Option<Time> {
+        if self.failed_slots > 0 {
+            Some(Time::default())
+        } else if self.active.len() * 2 < self.config.active_view_capacity {
+            Some(self.next_escalation)
+        } else {
+            None
+        }
     }
 
     fn high_pending(&self) -> bool {
@@ -927,7 +943,6 @@ impl State {
         }
         self.graveyard.retain(|(p, _)| p.id != id);
         self.active.push(info);
-        self.refusals = 0;
         if self.active.len() >= self.config.active_view_capacity {
             self.failed_slots = 0;
         }
@@ -1548,6 +1563,65 @@ mod tests {
         assert!(sends(&out).is_empty());
         assert_eq!(b.passive(), vec![id(9)]);
         assert_eq!(b.passive[0].not_before, t(2) + Duration::from_secs(30));
+    }
+
+    /// A view below half its capacity whose backups are all backed off (each dropped us)
+    /// asks one with high priority at once. (Waiting out the back-offs kept small
+    /// islands of a topic's overlay, whose members the rest had evicted, apart for
+    /// about 30 s.)
+    #[test]
+    fn a_small_view_whose_backups_all_dropped_it_insists_at_once() {
+        let mut a = node(0, Config::default());
+        for p in 1..=3 {
+            befriend(&mut a, p, t(0));
+        }
+        let mut out = Vec::new();
+        // Two neighbours drop us (their views filled): backups now, backed off for 30 s.
+        // The second drop leaves one neighbour of five: ask a backup, insisting.
+        for p in [2, 3] {
+            a.handle_message(
+                id(p),
+                MembershipMsg::Disconnect { alive: true },
+                t(10),
+                &mut out,
+            );
+        }
+        let asked: Vec<_> = sends(&out)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, MembershipMsg::Neighbor { .. }))
+            .collect();
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert!(
+            matches!(
+                &asked[0],
+                (p, MembershipMsg::Neighbor { high_priority: true, .. }) if [id(2), id(3)].contains(p)
+            ),
+            "{asked:?}"
+        );
+
+        // With half a view or more, the same only waits for the back-offs.
+        let mut b = node(0, Config::default());
+        for p in 1..=5 {
+            befriend(&mut b, p, t(0));
+        }
+        out.clear();
+        for p in [4, 5] {
+            b.handle_message(
+                id(p),
+                MembershipMsg::Disconnect { alive: true },
+                t(10),
+                &mut out,
+            );
+        }
+        b.handle_timeout(t(20), &mut out);
+        assert!(
+            !sends(&out)
+                .iter()
+                .any(|(_, m)| matches!(m, MembershipMsg::Neighbor { .. })),
+            "{:?}",
+            sends(&out)
+        );
+        assert_eq!(b.poll_precise(), Some(t(10) + Duration::from_secs(30)));
     }
 
     #[test]

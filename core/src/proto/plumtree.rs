@@ -244,6 +244,7 @@ impl State {
         }
         self.lazy.remove(peer);
         self.pending_ihave.remove(peer);
+        self.end_empty_batch();
         // A scan of the missing ids (at most MAX_MISSING_IDS), but only on a neighbour
         // change, never per message. An id left without announcers is forgotten when its
         // timer fires.
@@ -616,9 +617,14 @@ impl State {
         self.counters.ihaves_skipped += (before - queue.len()) as u64;
         if queue.is_empty() {
             self.pending_ihave.remove(peer);
-            if self.pending_ihave.is_empty() {
-                self.ihave_deadline = None;
-            }
+            self.end_empty_batch();
+        }
+    }
+
+    /// A batch left with nothing to announce needs no flush (no wake-up for nothing).
+    fn end_empty_batch(&mut self) {
+        if self.pending_ihave.is_empty() {
+            self.ihave_deadline = None;
         }
     }
 
@@ -1749,6 +1755,19 @@ mod tests {
             }
         );
         assert_eq!(s.eager_peers(), vec![peer(5)]);
+    }
+
+    #[test]
+    fn a_batch_left_empty_by_a_departed_neighbour_sets_no_timer() {
+        let mut s = node_with(&[1, 2, 3], Config::default());
+        let mut out = Vec::new();
+        s.handle_control(peer(3), GossipMsg::Prune, ms(0), &mut out);
+        let c = content(1);
+        s.handle_gossip(peer(1), 0, c.id(), c, ms(100), &mut out);
+        batch_due(&s, ms(100));
+        // Its only lazy neighbour leaves before the flush: nothing is left to announce.
+        s.neighbor_down(&peer(3), &mut out);
+        assert_eq!(s.poll_precise(), None);
     }
 
     #[test]
