@@ -251,7 +251,7 @@ mod enabled {
         let started = std::time::Instant::now();
         emit(
             &o,
-            &json!({"suite": "peers", "workload": "machine", "machine": machine(),
+            &json!({"suite": "peers", "workload": "machine", "machine": machine("at the start"),
                           "net": net_note}),
         );
         let ref_time = Duration::from_millis(if quick { 300 } else { 1000 });
@@ -309,7 +309,14 @@ mod enabled {
             );
         }
         if o.write {
-            let section = report(&o, &rows, &physical_rows, &net_note, elapsed, &machine());
+            let section = report(
+                &o,
+                &rows,
+                &physical_rows,
+                &net_note,
+                elapsed,
+                &machine("at the end"),
+            );
             if let Err(e) = write_section(&o.out, &section) {
                 eprintln!("error: writing {}: {e}", o.out.display());
                 return 1;
@@ -393,7 +400,8 @@ mod enabled {
         out.push('\n');
     }
 
-    fn machine() -> String {
+    /// The machine, with its load average `when` (e.g. "at the start").
+    fn machine(when: &str) -> String {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
@@ -423,7 +431,7 @@ mod enabled {
             })
             .and_then(|kb| kb.parse::<f64>().ok())
             .map_or("?".into(), |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0));
-        format!("{cpu}, {cores} cores, {mem} RAM, Linux {kernel}, load average at the end {load}")
+        format!("{cpu}, {cores} cores, {mem} RAM, Linux {kernel}, load average {when} {load}")
     }
 
     /// Writes the section again from the JSON lines of an earlier `--json` run.
@@ -469,8 +477,7 @@ mod enabled {
                 "not measured".into()
             };
         }
-        let machine_line =
-            machine_line.unwrap_or_else(|| format!("{} (read when rendering)", machine()));
+        let machine_line = machine_line.unwrap_or_else(|| machine("when rendering"));
         let ro = Opts {
             suite,
             json: false,

@@ -1575,17 +1575,15 @@ mod tests {
         for p in 1..=3 {
             befriend(&mut a, p, t(0));
         }
+        // Neighbours drop us (their views filled): backups now, backed off for 30 s.
+        let dropped_by = |s: &mut State, peers: [usize; 2], out: &mut Vec<OutEvent>| {
+            for p in peers {
+                s.handle_message(id(p), MembershipMsg::Disconnect { alive: true }, t(10), out);
+            }
+        };
         let mut out = Vec::new();
-        // Two neighbours drop us (their views filled): backups now, backed off for 30 s.
         // The second drop leaves one neighbour of five: ask a backup, insisting.
-        for p in [2, 3] {
-            a.handle_message(
-                id(p),
-                MembershipMsg::Disconnect { alive: true },
-                t(10),
-                &mut out,
-            );
-        }
+        dropped_by(&mut a, [2, 3], &mut out);
         let asked: Vec<_> = sends(&out)
             .into_iter()
             .filter(|(_, m)| matches!(m, MembershipMsg::Neighbor { .. }))
@@ -1605,14 +1603,7 @@ mod tests {
             befriend(&mut b, p, t(0));
         }
         out.clear();
-        for p in [4, 5] {
-            b.handle_message(
-                id(p),
-                MembershipMsg::Disconnect { alive: true },
-                t(10),
-                &mut out,
-            );
-        }
+        dropped_by(&mut b, [4, 5], &mut out);
         b.handle_timeout(t(20), &mut out);
         assert!(
             !sends(&out)
