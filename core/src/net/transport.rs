@@ -31,7 +31,8 @@
 //! # Private networks
 //! An endpoint bound with [`Endpoint::bind_private`] shows its [`Credential`] right after
 //! the handshake, on a stream of its own (class byte 2, a `u16` length, the credential),
-//! and waits (up to the dial timeout) for the peer's. A connection is handed to the caller
+//! and waits (up to the dial timeout) for the peer's, which must come on the peer's first
+//! stream (a first stream of another class counts as no credential). A connection is handed to the caller
 //! only once the peer's credential checked out ([`Credential::check`]: authority, peer =
 //! the key proven in the handshake, network id, expiry, signature); otherwise it is closed
 //! with [`CODE_NOT_ADMITTED`] and the reason, and the caller gets
