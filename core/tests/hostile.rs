@@ -903,6 +903,20 @@ fn private_network_refuses_peers_without_a_valid_credential() {
         Some(u64::from(CODE_NOT_ADMITTED))
     );
     assert!(count(&a.stats().unwrap().refused, "credential_missing") >= 1);
+    // One that speaks first instead (a frame on its first stream, no credential): that
+    // counts as no credential at once, long before the 5 s wait would end.
+    let eager = Attacker::new(922);
+    let conn = eager.connect(&a).expect("the open side does not wait");
+    let join = encode_frame(&Message::Topic {
+        topic,
+        msg: TopicMsg::Membership(MembershipMsg::Join(PeerInfo::bare(eager.id()))),
+    });
+    eager.send_control(&conn, &[join]).expect("sent");
+    assert_eq!(
+        eager.closed_code(&conn, Duration::from_secs(3)),
+        Some(u64::from(CODE_NOT_ADMITTED))
+    );
+    assert!(count(&a.stats().unwrap().refused, "credential_missing") >= 2);
     // The members kept their link throughout.
     assert!(a.stats().unwrap().peers >= 1);
 
