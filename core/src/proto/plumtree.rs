@@ -1036,6 +1036,16 @@ mod tests {
             net
         }
 
+        /// A ring of 20 (links of `ring` one way) and a chord 0–10 (`chord`).
+        fn ring_with_chord(ring: Duration, chord: Duration) -> Self {
+            let mut net = Net::new(20, &Config::default());
+            for i in 0..20 {
+                net.connect(i, (i + 1) % 20, ring);
+            }
+            net.connect(0, 10, chord);
+            net
+        }
+
         fn connect(&mut self, a: usize, b: usize, delay: Duration) {
             self.links.insert(key(a, b), delay);
             let mut out = Vec::new();
@@ -1206,12 +1216,8 @@ mod tests {
     /// graft timer.)
     #[test]
     fn an_optimised_path_loses_no_broadcast_in_flight() {
-        let mut net = Net::new(20, &Config::default());
-        for i in 0..20 {
-            net.connect(i, (i + 1) % 20, Duration::from_millis(3));
-        }
         // A slow chord: the first broadcast prunes it.
-        net.connect(0, 10, Duration::from_millis(200));
+        let mut net = Net::ring_with_chord(Duration::from_millis(3), Duration::from_millis(200));
         let first = net.broadcast(0, content(1));
         net.run_for(Duration::from_secs(1));
         net.assert_all_delivered_once(&first, 0);
@@ -1368,11 +1374,7 @@ mod tests {
         // reaches node 10 over the ring (10 hops, 10 ms) and prunes the chord. The chord's
         // later announcements say "0 hops", but they arrive after the payload: the short
         // path is the slow one, so the tree keeps the fast ring path.
-        let mut net = Net::new(20, &Config::default());
-        for i in 0..20 {
-            net.connect(i, (i + 1) % 20, Duration::from_millis(1));
-        }
-        net.connect(0, 10, Duration::from_millis(50));
+        let mut net = Net::ring_with_chord(Duration::from_millis(1), Duration::from_millis(50));
         let hops_at_10 = |net: &Net, id: &MessageId| {
             net.delivered[10]
                 .iter()
