@@ -32,11 +32,12 @@
 //! An endpoint bound with [`Endpoint::bind_private`] shows its [`Credential`] right after
 //! the handshake, on a stream of its own (class byte 2, a `u16` length, the credential),
 //! and waits (up to the dial timeout) for the peer's, which must come on the peer's first
-//! stream (a first stream of another class counts as no credential). A connection is handed to the caller
-//! only once the peer's credential checked out ([`Credential::check`]: authority, peer =
-//! the key proven in the handshake, network id, expiry, signature); otherwise it is closed
-//! with [`CODE_NOT_ADMITTED`] and the reason, and the caller gets
-//! [`TransportError::NotAdmitted`]. Frames the peer sent meanwhile are never handled.
+//! stream (a first stream of another class counts as no credential). A connection is
+//! handed to the caller only once the peer's credential checked out
+//! ([`Credential::check`]: authority, peer = the key proven in the handshake, network id,
+//! expiry, signature); otherwise it is closed with [`CODE_NOT_ADMITTED`] and the reason,
+//! and the caller gets [`TransportError::NotAdmitted`]. Frames the peer sent meanwhile are
+//! never handled.
 //!
 //! # Timeouts
 //! See [`TransportOptions`]: dial/handshake timeout 5 s, keep-alive 5 s, idle timeout
@@ -629,8 +630,8 @@ fn handshake_error(addr: SocketAddr, e: ConnectionError) -> TransportError {
     }
 }
 
-/// A framing fault found while reading the peer's streams, reported by [`Connection::recv`] and
-/// [`Connection::closed`] in place of the bare "closed locally".
+/// A framing fault found while reading the peer's streams, reported by
+/// [`Connection::recv`] and [`Connection::closed`] in place of the bare "closed locally".
 #[derive(Clone, Debug)]
 enum Fault {
     FrameTooLarge { len: u64, max: usize },
@@ -1343,7 +1344,7 @@ impl Incoming {
                     continue;
                 }
                 let read = match pass {
-                    None => stream.poll_class(cx).map(|r| r.err().unwrap_or(Read::Next)),
+                    None => stream.poll_class(cx),
                     Some(class) => stream.poll_frame(cx, class, shared.max_frame),
                 };
                 match read {
@@ -1410,19 +1411,22 @@ impl FrameReader {
         }
     }
 
-    /// Reads the class byte.
-    fn poll_class(&mut self, cx: &mut Context<'_>) -> Poll<Result<StreamClass, Read>> {
+    /// Reads the class byte ([`Read::Next`] once it is known).
+    fn poll_class(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
         let mut tag = [0u8; 1];
         match ready!(self.stream.poll_read(cx, &mut tag)) {
             // Ended or reset before saying anything: nothing to deliver.
-            Ok(0) | Err(_) => return Poll::Ready(Err(Read::End)),
+            Ok(0) | Err(_) => return Poll::Ready(Read::End),
             Ok(_) => {}
         }
         Poll::Ready(match StreamClass::from_tag(tag[0]) {
-            Some(class) => Ok(*self.class.insert(class)),
+            Some(class) => {
+                self.class = Some(class);
+                Read::Next
+            }
             // A credential on an open network (or shown twice): not for us.
-            None if tag[0] == ADMISSION_TAG => Err(Read::End),
-            None => Err(protocol(&format!("unknown stream class {}", tag[0]))),
+            None if tag[0] == ADMISSION_TAG => Read::End,
+            None => protocol(&format!("unknown stream class {}", tag[0])),
         })
     }
 
