@@ -1298,13 +1298,23 @@ fn fail(conn: &quinn::Connection, fault_slot: &StdMutex<Option<Fault>>, code: u3
 /// wake-up for a stream that arrives in between.
 type AcceptUni = Pin<Box<dyn Future<Output = Result<RecvStream, ConnectionError>> + Send>>;
 
+/// Where accepting the peer's next stream stands.
+#[derive(Default)]
+enum Accept {
+    /// No accept in progress; the next poll starts one.
+    #[default]
+    Idle,
+    /// Waiting for the peer's next stream.
+    Waiting(AcceptUni),
+    /// No stream will come any more (the connection ended).
+    Ended,
+}
+
 /// The receive side of a connection: the peer's unidirectional streams, each read frame
 /// by frame by [`Connection::recv`].
 #[derive(Default)]
 struct Incoming {
-    accept: Option<AcceptUni>,
-    /// No stream will come any more (the connection ended).
-    accept_ended: bool,
+    accept: Accept,
     streams: Vec<FrameReader>,
 }
 
@@ -1316,20 +1326,22 @@ impl Incoming {
         cx: &mut Context<'_>,
         shared: &Shared,
     ) -> Poll<Option<(StreamClass, Bytes)>> {
-        while !self.accept_ended {
-            let conn = &shared.conn;
-            let accept = self.accept.get_or_insert_with(|| {
-                let conn = conn.clone();
-                Box::pin(async move { conn.accept_uni().await })
-            });
-            match accept.as_mut().poll(cx) {
-                Poll::Ready(result) => {
-                    self.accept = None;
-                    match result {
-                        Ok(stream) => self.streams.push(FrameReader::new(stream)),
-                        Err(_) => self.accept_ended = true,
-                    }
+        loop {
+            let accept = match &mut self.accept {
+                Accept::Ended => break,
+                Accept::Waiting(accept) => accept,
+                Accept::Idle => {
+                    let conn = shared.conn.clone();
+                    self.accept = Accept::Waiting(Box::pin(async move { conn.accept_uni().await }));
+                    continue;
                 }
+            };
+            match accept.as_mut().poll(cx) {
+                Poll::Ready(Ok(stream)) => {
+                    self.accept = Accept::Idle;
+                    self.streams.push(FrameReader::new(stream));
+                }
+                Poll::Ready(Err(_)) => self.accept = Accept::Ended,
                 Poll::Pending => break,
             }
         }
@@ -1362,7 +1374,7 @@ impl Incoming {
                 }
             }
         }
-        if self.accept_ended && self.streams.is_empty() {
+        if matches!(self.accept, Accept::Ended) && self.streams.is_empty() {
             Poll::Ready(None)
         } else {
             Poll::Pending

@@ -807,10 +807,7 @@ impl State {
                     .is_some_and(|t| now.saturating_since(t) < self.config.shuffle_interval)
             };
             let candidates: Vec<usize> = (0..self.passive.len())
-                .filter(|&i| {
-                    let e = &self.passive[i];
-                    (high || e.not_before <= now) && !self.has_pending(&e.info.id)
-                })
+                .filter(|&i| self.askable(&self.passive[i], high, now))
                 .collect();
             let wanted: Vec<usize> = candidates
                 .iter()
@@ -870,10 +867,13 @@ impl State {
     fn refill_priority(&self, now: Time) -> bool {
         self.active.is_empty()
             || (self.escalation_from().is_some_and(|t| t <= now)
-                && !self
-                    .passive
-                    .iter()
-                    .any(|e| e.not_before <= now && !self.has_pending(&e.info.id)))
+                && !self.passive.iter().any(|e| self.askable(e, false, now)))
+    }
+
+    /// Whether a refill may ask backup `e` now: no request to it is out, and a
+    /// low-priority request waits for its back-off (a high-priority one does not).
+    fn askable(&self, e: &PassiveEntry, high: bool, now: Time) -> bool {
+        (high || e.not_before <= now) && !self.has_pending(&e.info.id)
     }
 
     /// From when a refill may fall back to high priority (see `refill_priority`), if at
