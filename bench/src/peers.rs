@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p starling-bench --features peers -- --suite all --json
-//!     [--reps R] [--seed S] [--only WORKLOAD]... [--system NAME]... [--no-write | --write]
+//!     [--reps R] [--seed S] [--only WORKLOAD]... [--system NAME]... [--sizes N,M,..]
+//!     [--no-write | --write]
 //!     [--out PATH]
 //! ```
 
@@ -66,6 +67,8 @@ mod enabled {
         out: std::path::PathBuf,
         /// Re-render the section from this JSON-lines file instead of running.
         render: Option<String>,
+        /// Cluster sizes of the broadcast workload (default 10, 50, 100; quick: 10, 50).
+        sizes: Vec<usize>,
     }
 
     fn parse(suite: String) -> Result<Opts, String> {
@@ -80,6 +83,7 @@ mod enabled {
             write: !quick,
             out: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/BENCHMARKS.md"),
             render: None,
+            sizes: Vec::new(),
         };
         let mut explicit_write = None;
         let mut it = std::env::args().skip(1);
@@ -115,6 +119,17 @@ mod enabled {
                 "--no-write" => explicit_write = Some(false),
                 "--out" => o.out = val("--out")?.into(),
                 "--render" => o.render = Some(val("--render")?),
+                "--sizes" => {
+                    o.sizes = val("--sizes")?
+                        .split(',')
+                        .map(|n| match n.trim().parse::<usize>() {
+                            Ok(n) if n >= 2 => Ok(n),
+                            _ => Err(format!(
+                                "--sizes {n:?}: expected node counts of at least 2, like 2,5,50"
+                            )),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
                 other => {
                     return Err(format!(
                         "unknown argument {other:?} for --suite {}",
@@ -123,9 +138,10 @@ mod enabled {
                 }
             }
         }
-        // A partial run (some workloads or systems) does not replace the published tables
-        // unless asked to.
-        o.write = explicit_write.unwrap_or(o.write && o.only.is_empty() && o.systems.is_empty());
+        // A partial run (some workloads, systems or sizes) does not replace the published
+        // tables unless asked to.
+        o.write = explicit_write
+            .unwrap_or(o.write && o.only.is_empty() && o.systems.is_empty() && o.sizes.is_empty());
         for w in &o.only {
             if !["broadcast", "throughput", "churn", "join", "physical"].contains(&w.as_str()) {
                 return Err(format!(
@@ -136,9 +152,13 @@ mod enabled {
         Ok(o)
     }
 
-    fn workloads(quick: bool) -> Vec<Workload> {
+    fn workloads(quick: bool, sizes: &[usize]) -> Vec<Workload> {
         let mut v = Vec::new();
-        let sizes: &[usize] = if quick { &[10, 50] } else { &[10, 50, 100] };
+        let sizes: &[usize] = match (sizes.is_empty(), quick) {
+            (false, _) => sizes,
+            (true, true) => &[10, 50],
+            (true, false) => &[10, 50, 100],
+        };
         let payloads: &[usize] = if quick { &[256] } else { &[256, 16 * 1024] };
         for &n in sizes {
             for &p in payloads {
@@ -203,7 +223,7 @@ mod enabled {
         let o = match parse(suite) {
             Ok(o) => o,
             Err(e) => {
-                eprintln!("error: {e}\nusage: starling-bench --suite all|peers|quick [--json] [--reps R] [--seed S] [--only broadcast|throughput|churn|join|physical]... [--system starling|iroh-gossip|libp2p-gossipsub]... [--write|--no-write] [--out PATH] [--render RUN.jsonl]");
+                eprintln!("error: {e}\nusage: starling-bench --suite all|peers|quick [--json] [--reps R] [--seed S] [--only broadcast|throughput|churn|join|physical]... [--system starling|iroh-gossip|libp2p-gossipsub]... [--sizes N,M,..] [--write|--no-write] [--out PATH] [--render RUN.jsonl]");
                 return Some(2);
             }
         };
@@ -279,7 +299,7 @@ mod enabled {
             .into_iter()
             .filter(|s| o.systems.is_empty() || o.systems.iter().any(|n| n == s.name()))
             .collect();
-        let list: Vec<Workload> = workloads(quick)
+        let list: Vec<Workload> = workloads(quick, &o.sizes)
             .into_iter()
             .filter(|w| want(w.name()))
             .collect();
@@ -488,6 +508,7 @@ mod enabled {
             write: true,
             out: o.out.clone(),
             render: None,
+            sizes: Vec::new(),
         };
         let section = report(&ro, &rows, &physical, &net, elapsed, &machine_line);
         write_section(&o.out, &section).map_err(|e| format!("{}: {e}", o.out.display()))
