@@ -115,6 +115,26 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 const MAX_UNI_STREAMS: u32 = 8;
 /// Finished inbound handshakes waiting for [`Endpoint::accept`].
 const ACCEPT_QUEUE: usize = 64;
+/// Smallest flow-control window of one stream, whatever the frame limit.
+const MIN_STREAM_WINDOW: u64 = 256 * 1024;
+
+/// What one connection may make a node hold, from the largest frame `max_frame`:
+/// `(stream window, connection receive window, send window)` in bytes.
+///
+/// quinn's defaults are sized for bulk transfer over one connection: 1.25 MB per stream,
+/// no limit per connection (so 8 streams × 1.25 MB received and not yet read), 10 MB of
+/// data written and not yet acknowledged, and 1.25 MB of datagrams. A node with hundreds
+/// of connections, some to peers that stop reading or acknowledging, could be made to
+/// hold gigabytes. Here a stream's window is four frames (at least 256 KiB), and all of a
+/// connection's streams together get two streams' worth each way, about 0.5 MB each way
+/// with the default limits: still several round trips of the largest frame in flight,
+/// and about 5 MB/s per connection over a 100 ms path. Datagrams are not accepted at all:
+/// Starling sends none, and unread ones would be kept.
+fn flow_windows(max_frame: usize) -> (u64, u64, u64) {
+    let stream = (max_frame as u64).saturating_mul(4).max(MIN_STREAM_WINDOW);
+    let connection = stream.saturating_mul(2);
+    (stream, connection, connection)
+}
 
 /// The two stream classes of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -537,6 +557,7 @@ fn quic_configs(
     key: &Keypair,
     network_id: &str,
     options: &TransportOptions,
+    max_frame: usize,
 ) -> Result<(quinn::ClientConfig, quinn::ServerConfig), TransportError> {
     let config = |what: &str, e: &dyn fmt::Display| TransportError::Config(format!("{what}: {e}"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -576,6 +597,13 @@ fn quic_configs(
         .keep_alive_interval(Some(options.keep_alive))
         .max_concurrent_bidi_streams(VarInt::from_u32(0))
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS));
+    let (stream_window, receive_window, send_window) = flow_windows(max_frame);
+    let varint = |n: u64| VarInt::from_u64(n).map_err(|e| config("flow-control window", &e));
+    transport
+        .stream_receive_window(varint(stream_window)?)
+        .receive_window(varint(receive_window)?)
+        .send_window(send_window)
+        .datagram_receive_buffer_size(None);
     let transport = Arc::new(transport);
 
     let client = quinn::crypto::rustls::QuicClientConfig::try_from(client)
@@ -718,14 +746,14 @@ impl Endpoint {
                 "an endpoint must be created inside a tokio runtime".into(),
             ));
         }
-        let (client, server) = quic_configs(key, network_id, &options)?;
+        let max_frame = limits.max_frame_bytes();
+        let (client, server) = quic_configs(key, network_id, &options, max_frame)?;
         let mut quic = match &options.faults {
             None => lean_endpoint(server, addr),
             Some(faults) => super::fault::server_endpoint(server, addr, faults),
         }
         .map_err(|source| TransportError::Bind { addr, source })?;
         quic.set_default_client_config(client);
-        let max_frame = limits.max_frame_bytes();
         let private = private.map(|net| {
             Arc::new(PrivateCtx {
                 net,
@@ -1715,6 +1743,67 @@ mod tests {
             .expect("in time")
             .expect_err("must fail");
         assert!(matches!(err, TransportError::Protocol(_)), "{err:?}");
+    }
+
+    /// Starling sends no datagrams, so it accepts none: a peer cannot park unread
+    /// datagrams in a node's memory (quinn would keep up to 1.25 MB per connection).
+    #[tokio::test]
+    async fn a_peer_cannot_send_datagrams() {
+        let limit = Duration::from_secs(10);
+        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
+            .await
+            .expect("pair in time");
+        for c in [&ca, &cb] {
+            let quic = &c.shared.conn;
+            // None: the other side advertised no datagram size (so a compliant peer sends
+            // none, and quinn closes the connection of one that does).
+            assert_eq!(quic.max_datagram_size(), None, "the peer accepts datagrams");
+            let sent = quic.send_datagram(Bytes::from_static(b"parked"));
+            assert!(
+                matches!(sent, Err(quinn::SendDatagramError::Disabled)),
+                "{sent:?}"
+            );
+        }
+    }
+
+    /// A receiver that stops reading holds at most one stream window of a sender's data:
+    /// the sender's writes block there (with quinn's defaults, 1.25 MB would pass).
+    /// Once the receiver reads again, every frame that was accepted arrives.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_blocks_the_sender_within_one_window() {
+        let limit = Duration::from_secs(20);
+        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
+            .await
+            .expect("pair in time");
+        let (window, _, _) = flow_windows(Limits::default().max_frame_bytes());
+        let frame = vec![7u8; 64 * 1024];
+        let most = (window as usize).div_ceil(frame.len());
+        let mut accepted = 0usize;
+        // A send still pending after this long is blocked by flow control (nothing reads).
+        let blocked_after = Duration::from_millis(500);
+        let started = std::time::Instant::now();
+        loop {
+            assert!(
+                accepted <= most,
+                "{accepted} frames of 64 KiB accepted with nobody reading; the window is {window} bytes"
+            );
+            assert!(started.elapsed() < limit, "the sender never blocked");
+            match tokio::time::timeout(blocked_after, ca.send(StreamClass::Data, &frame)).await {
+                Ok(sent) => {
+                    sent.expect("send");
+                    accepted += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        assert!(accepted > 0, "not one frame was accepted");
+        for i in 0..accepted {
+            let (class, got) = tokio::time::timeout(limit, cb.recv())
+                .await
+                .unwrap_or_else(|_| panic!("frame {i} of {accepted} never arrived"))
+                .expect("recv");
+            assert_eq!((class, got.len()), (StreamClass::Data, frame.len()));
+        }
     }
 
     #[tokio::test]
