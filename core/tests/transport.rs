@@ -317,6 +317,52 @@ async fn dialing_a_silent_address_times_out() {
     }
 }
 
+/// An endpoint holds at most `max_inbound_pending` inbound connections that `accept` has
+/// not taken. From half of them on, a new peer must first answer a QUIC retry (proving its
+/// address), and still gets in; with every place held, it is refused before any TLS work
+/// and counted; a connection taken by `accept` frees its place.
+#[tokio::test]
+async fn inbound_connections_beyond_the_limit_are_refused_and_counted() {
+    let options = TransportOptions {
+        max_inbound_pending: 4,
+        ..TransportOptions::default()
+    };
+    let b = Endpoint::bind_with(loopback4(), &key(100), "net", Limits::default(), options)
+        .expect("bind");
+    let addr = b.local_addr().unwrap();
+    let dialers: Vec<Endpoint> = (1..=6).map(|n| bind(loopback4(), n, "net")).collect();
+    let mut held = Vec::new();
+    for (i, d) in dialers[..4].iter().enumerate() {
+        let conn = within(
+            "a dial within the limit",
+            d.connect(addr, Some(b.peer_id())),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("dial {i} within the limit failed: {e}"));
+        held.push(conn);
+    }
+    // Places 3 and 4 were given after a retry (half the places were held).
+    assert_eq!((b.handshakes_retried(), b.handshakes_refused()), (2, 0));
+    let refused = within("a dial over the limit", dialers[4].connect(addr, None)).await;
+    assert!(
+        matches!(refused, Err(TransportError::Handshake { .. })),
+        "a fifth pending connection was not refused: {refused:?}"
+    );
+    assert_eq!((b.handshakes_retried(), b.handshakes_refused()), (3, 1));
+    let taken = within("accept", b.accept())
+        .await
+        .expect("endpoint open")
+        .expect("a finished handshake");
+    assert_eq!(taken.peer_id(), key(1).peer_id());
+    within(
+        "a dial after a place was freed",
+        dialers[5].connect(addr, None),
+    )
+    .await
+    .expect("dial after accept");
+    assert_eq!(b.handshakes_refused(), 1);
+}
+
 #[tokio::test]
 async fn endpoint_close_ends_accept_and_connections() {
     let a = bind(loopback4(), 1, "net");

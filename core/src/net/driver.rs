@@ -704,7 +704,14 @@ impl Driver {
             published: c.published,
             delivered: c.delivered,
             drops,
-            refused: to_strings(&self.counters.refused),
+            refused: {
+                let mut refused = to_strings(&self.counters.refused);
+                let busy = self.endpoint.handshakes_refused();
+                if busy > 0 {
+                    refused.insert("too_many_handshakes".into(), busy);
+                }
+                refused
+            },
             cut_off: to_strings(&self.counters.cut_off),
             banned: self
                 .banned

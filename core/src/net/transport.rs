@@ -113,8 +113,6 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 /// Unidirectional streams a peer may have open at once: one per class, plus slack for
 /// streams re-opened after a cancelled send.
 const MAX_UNI_STREAMS: u32 = 8;
-/// Finished inbound handshakes waiting for [`Endpoint::accept`].
-const ACCEPT_QUEUE: usize = 64;
 /// Smallest flow-control window of one stream, whatever the frame limit.
 const MIN_STREAM_WINDOW: u64 = 256 * 1024;
 
@@ -294,6 +292,12 @@ pub struct TransportOptions {
     /// Fault injection (loss, latency, partitions) for tests and benchmarks; `None` (the
     /// default) binds quinn's own socket and costs nothing. See [`super::fault`].
     pub faults: Option<super::fault::FaultInjector>,
+    /// Inbound connections held before [`Endpoint::accept`] takes them: handshakes in
+    /// progress plus finished ones waiting (default 128). Beyond it a new one is refused
+    /// at once, before any TLS work, and counted ([`Endpoint::handshakes_refused`]); from
+    /// half of it on, a peer must first prove its address with a QUIC retry, so a flood
+    /// from forged source addresses cannot hold the places.
+    pub max_inbound_pending: usize,
 }
 
 impl Default for TransportOptions {
@@ -303,6 +307,7 @@ impl Default for TransportOptions {
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             faults: None,
+            max_inbound_pending: 128,
         }
     }
 }
@@ -688,8 +693,24 @@ pub struct Endpoint {
     max_frame: usize,
     options: TransportOptions,
     private: Option<Arc<PrivateCtx>>,
-    incoming: Mutex<mpsc::Receiver<Result<Connection, TransportError>>>,
+    incoming: Mutex<mpsc::Receiver<Inbound>>,
     accept_task: JoinHandle<()>,
+    gate: Arc<InboundGate>,
+}
+
+/// A finished inbound handshake, holding its place until [`Endpoint::accept`] takes it.
+type Inbound = (
+    Result<Connection, TransportError>,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+/// Bounds the inbound connections an endpoint holds (see
+/// [`TransportOptions::max_inbound_pending`]).
+struct InboundGate {
+    places: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    refused: std::sync::atomic::AtomicU64,
+    retried: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Endpoint {
@@ -760,13 +781,22 @@ impl Endpoint {
                 network_id: network_id.to_owned(),
             })
         });
-        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        let max = options.max_inbound_pending.max(1);
+        let gate = Arc::new(InboundGate {
+            places: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            refused: Default::default(),
+            retried: Default::default(),
+        });
+        // Each queued connection holds a place, so the queue never fills.
+        let (tx, rx) = mpsc::channel(max);
         let accept_task = tokio::spawn(accept_loop(
             quic.clone(),
             tx,
             max_frame,
             options.dial_timeout,
             private.clone(),
+            Arc::clone(&gate),
         ));
         let endpoint = Endpoint {
             quic,
@@ -776,6 +806,7 @@ impl Endpoint {
             private,
             incoming: Mutex::new(rx),
             accept_task,
+            gate,
         };
         tracing::debug!(peer = %endpoint.peer_id.short(), addr = ?endpoint.local_addr().ok(), "endpoint bound");
         Ok(endpoint)
@@ -838,7 +869,21 @@ impl Endpoint {
     /// `None` once the endpoint is closed. Handshakes run concurrently, so one slow peer
     /// never holds up the others.
     pub async fn accept(&self) -> Option<Result<Connection, TransportError>> {
-        self.incoming.lock().await.recv().await
+        // Taken: its place is free for the next peer.
+        let (result, _place) = self.incoming.lock().await.recv().await?;
+        Some(result)
+    }
+
+    /// Inbound connections refused because [`TransportOptions::max_inbound_pending`] were
+    /// already held.
+    pub fn handshakes_refused(&self) -> u64 {
+        self.gate.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Inbound connections asked to prove their address first (a QUIC retry), because
+    /// half the places or more were held.
+    pub fn handshakes_retried(&self) -> u64 {
+        self.gate.retried.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until every connection has finished closing (its close was sent and
@@ -990,12 +1035,31 @@ struct PrivateCtx {
 
 async fn accept_loop(
     quic: quinn::Endpoint,
-    tx: mpsc::Sender<Result<Connection, TransportError>>,
+    tx: mpsc::Sender<Inbound>,
     max_frame: usize,
     after: Duration,
     private: Option<Arc<PrivateCtx>>,
+    gate: Arc<InboundGate>,
 ) {
-    while let Some(incoming) = quic.accept().await {
+    use std::sync::atomic::Ordering::Relaxed;
+    while let Some(mut incoming) = quic.accept().await {
+        let busy = gate.places.available_permits() * 2 <= gate.max;
+        if busy && !incoming.remote_address_validated() {
+            match incoming.retry() {
+                Ok(()) => {
+                    gate.retried.fetch_add(1, Relaxed);
+                    continue;
+                }
+                // Not possible for this peer (e.g. it already answered a retry): go on.
+                Err(e) => incoming = e.into_incoming(),
+            }
+        }
+        let Ok(place) = Arc::clone(&gate.places).try_acquire_owned() else {
+            gate.refused.fetch_add(1, Relaxed);
+            tracing::debug!(addr = %incoming.remote_address(), "inbound handshake refused: too many pending");
+            incoming.refuse();
+            continue;
+        };
         let tx = tx.clone();
         let private = private.clone();
         tokio::spawn(async move {
@@ -1014,7 +1078,7 @@ async fn accept_loop(
                 tracing::debug!(%addr, error = %e, "inbound handshake failed");
             }
             // A closed receiver means the endpoint is gone: dropping the result closes it.
-            let _ = tx.send(result).await;
+            let _ = tx.send((result, place)).await;
         });
     }
 }

@@ -443,7 +443,9 @@ pub struct Stats {
     pub drops: HashMap<String, u64>,
     /// Connections refused, by reason: `admission_hook` (the policy or allowlist),
     /// `banned`, `connection_limit`, `credential_<why>` (missing, expired,
-    /// wrong_authority, wrong_peer, wrong_network, bad_signature, malformed).
+    /// wrong_authority, wrong_peer, wrong_network, bad_signature, malformed),
+    /// `too_many_handshakes` (refused before the handshake: too many inbound connections
+    /// were pending).
     pub refused: HashMap<String, u64>,
     /// Peers disconnected and kept out for breaking the protocol, by reason (`bad_frame`,
     /// `bad_signature`, `message_rate`, …).

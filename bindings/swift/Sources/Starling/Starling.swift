@@ -3249,7 +3249,9 @@ public struct Stats: Equatable, Hashable {
     /**
      * Connections refused, by reason: `admission_hook` (the policy or allowlist),
      * `banned`, `connection_limit`, `credential_<why>` (missing, expired,
-     * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed).
+     * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed),
+     * `too_many_handshakes` (refused before the handshake: too many inbound connections
+     * were pending).
      */
     public var refused: [String: UInt64]
     /**
@@ -3301,7 +3303,9 @@ public struct Stats: Equatable, Hashable {
         /**
          * Connections refused, by reason: `admission_hook` (the policy or allowlist),
          * `banned`, `connection_limit`, `credential_<why>` (missing, expired,
-         * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed).
+         * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed),
+         * `too_many_handshakes` (refused before the handshake: too many inbound connections
+         * were pending).
          */refused: [String: UInt64], 
         /**
          * Peers disconnected and kept out for breaking the protocol, by reason (`bad_frame`,

@@ -5207,7 +5207,9 @@ data class Stats (
     /**
      * Connections refused, by reason: `admission_hook` (the policy or allowlist),
      * `banned`, `connection_limit`, `credential_<why>` (missing, expired,
-     * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed).
+     * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed),
+     * `too_many_handshakes` (refused before the handshake: too many inbound connections
+     * were pending).
      */
     var `refused`: Map<kotlin.String, kotlin.ULong>
     , 
