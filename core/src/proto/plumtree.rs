@@ -169,7 +169,9 @@ pub struct State {
     // depend on hash order; the VecDeques give the order.
     seen: HashMap<MessageId, Time>,
     seen_order: VecDeque<(MessageId, Time)>,
-    cache: HashMap<MessageId, CacheEntry>,
+    /// Boxed: a hash table keeps an eighth to over half of its slots empty, and an entry
+    /// is about 220 B (docs/BENCHMARKS.md, memory).
+    cache: HashMap<MessageId, Box<CacheEntry>>,
     cache_order: VecDeque<MessageId>,
     cache_bytes: usize,
     missing: BTreeMap<MessageId, Missing>,
@@ -802,12 +804,12 @@ impl State {
         let size = content.approx_size();
         self.cache.insert(
             id,
-            CacheEntry {
+            Box::new(CacheEntry {
                 content,
                 hops,
                 at: now,
                 size,
-            },
+            }),
         );
         self.cache_order.push_back(id);
         self.cache_bytes = self.cache_bytes.saturating_add(size);

@@ -171,8 +171,10 @@ pub struct State {
     local: Option<Local>,
     /// Last seq this instance issued (kept across clear/set so seqs only grow).
     own_seq: Option<u64>,
-    /// Other peers, online or tombstoned; never this node. At most `max_records`.
-    peers: BTreeMap<PeerId, Peer>,
+    /// Other peers, online or tombstoned; never this node. At most `max_records`. Boxed:
+    /// a B-tree node has room for 11 entries, so inline ~270 B entries would leave a
+    /// small table's nodes mostly empty room (docs/BENCHMARKS.md, memory).
+    peers: BTreeMap<PeerId, Box<Peer>>,
     /// `(expires_at, peer)` of every online peer: due entries in O(log n).
     expiries: BTreeSet<(Time, PeerId)>,
     /// `(drop_at, peer)` of every tombstone: due drops and eviction in O(log n).
@@ -276,7 +278,7 @@ impl State {
                 // older Online record may arrive later (reordering, a lagging snapshot).
                 self.peers.insert(
                     author,
-                    Peer {
+                    Box::new(Peer {
                         seq: record.seq,
                         online: false,
                         metadata: record.metadata.clone(),
@@ -285,7 +287,7 @@ impl State {
                         deadline: now,
                         life,
                         record,
-                    },
+                    }),
                 );
                 self.tombstones.insert((now, author));
             }
