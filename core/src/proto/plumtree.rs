@@ -5,7 +5,7 @@
 //!
 //! Departures from the paper are marked "Departure:" where they are made.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use super::time::{earliest, Time};
@@ -165,9 +165,9 @@ pub struct State {
     config: Config,
     eager: BTreeSet<PeerId>,
     lazy: BTreeSet<PeerId>,
-    // HashMaps below are only looked up, never iterated, so they cannot make the output
-    // depend on hash order; the VecDeques give the order.
-    seen: HashMap<MessageId, Time>,
+    // The hash tables below are only looked up, never iterated, so they cannot make the
+    // output depend on hash order; the VecDeques give the order (and the times).
+    seen: HashSet<MessageId>,
     seen_order: VecDeque<(MessageId, Time)>,
     /// Boxed: a hash table keeps an eighth to over half of its slots empty, and an entry
     /// is about 220 B (docs/BENCHMARKS.md, memory).
@@ -194,7 +194,7 @@ impl State {
             config,
             eager: BTreeSet::new(),
             lazy: BTreeSet::new(),
-            seen: HashMap::new(),
+            seen: HashSet::new(),
             seen_order: VecDeque::new(),
             cache: HashMap::new(),
             cache_order: VecDeque::new(),
@@ -278,7 +278,7 @@ impl State {
 
     /// Whether `id` was seen (delivered or published here) within `seen_max_age`.
     pub fn is_known(&self, id: &MessageId) -> bool {
-        self.seen.contains_key(id)
+        self.seen.contains(id)
     }
 
     /// Publishes a local broadcast: caches it and pushes it (hops 0) to the eager peers,
@@ -783,7 +783,7 @@ impl State {
     }
 
     fn mark_seen(&mut self, id: MessageId, now: Time) {
-        if self.seen.insert(id, now).is_none() {
+        if self.seen.insert(id) {
             self.seen_order.push_back((id, now));
         }
         while self.seen.len() > self.config.seen_max_count {
