@@ -1676,7 +1676,15 @@ mod tests {
         assert_eq!(alpn("prod"), b"starling/2/prod".to_vec());
     }
 
+    /// Two endpoints and a connection between them (dialer's side, acceptor's side),
+    /// failing the test if that takes more than 10 s.
     async fn pair() -> (Endpoint, Endpoint, Connection, Connection) {
+        tokio::time::timeout(Duration::from_secs(10), connected_pair())
+            .await
+            .expect("pair in time")
+    }
+
+    async fn connected_pair() -> (Endpoint, Endpoint, Connection, Connection) {
         let a = Endpoint::bind(
             "127.0.0.1:0".parse().unwrap(),
             &key(1),
@@ -1703,9 +1711,7 @@ mod tests {
     #[tokio::test]
     async fn oversized_length_prefix_is_refused_before_allocation() {
         let limit = Duration::from_secs(10);
-        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
-            .await
-            .expect("pair in time");
+        let (_a, _b, ca, cb) = pair().await;
         let mut raw = ca.shared.conn.open_uni().await.expect("open raw stream");
         raw.write_all(&[1]).await.expect("class byte");
         raw.write_all(&u32::MAX.to_be_bytes())
@@ -1797,9 +1803,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_stream_class_is_a_protocol_violation() {
         let limit = Duration::from_secs(10);
-        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
-            .await
-            .expect("pair in time");
+        let (_a, _b, ca, cb) = pair().await;
         let mut raw = ca.shared.conn.open_uni().await.expect("open raw stream");
         raw.write_all(&[7, 0, 0, 0, 1, 42]).await.expect("write");
         let err = tokio::time::timeout(limit, cb.recv())
@@ -1813,10 +1817,7 @@ mod tests {
     /// datagrams in a node's memory (quinn would keep up to 1.25 MB per connection).
     #[tokio::test]
     async fn a_peer_cannot_send_datagrams() {
-        let limit = Duration::from_secs(10);
-        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
-            .await
-            .expect("pair in time");
+        let (_a, _b, ca, cb) = pair().await;
         for c in [&ca, &cb] {
             let quic = &c.shared.conn;
             // None: the other side advertised no datagram size (so a compliant peer sends
@@ -1836,9 +1837,7 @@ mod tests {
     #[tokio::test]
     async fn a_peer_that_stops_reading_blocks_the_sender_within_one_window() {
         let limit = Duration::from_secs(20);
-        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
-            .await
-            .expect("pair in time");
+        let (_a, _b, ca, cb) = pair().await;
         let (window, _, _) = flow_windows(Limits::default().max_frame_bytes());
         let frame = vec![7u8; 64 * 1024];
         let most = (window as usize).div_ceil(frame.len());
@@ -1872,10 +1871,7 @@ mod tests {
 
     #[tokio::test]
     async fn sending_over_the_limit_is_refused_locally() {
-        let limit = Duration::from_secs(10);
-        let (_a, _b, ca, _cb) = tokio::time::timeout(limit, pair())
-            .await
-            .expect("pair in time");
+        let (_a, _b, ca, _cb) = pair().await;
         let big = vec![0u8; Limits::default().max_frame_bytes() + 1];
         let err = ca.send(StreamClass::Data, &big).await.expect_err("refused");
         assert!(
@@ -1901,9 +1897,7 @@ mod tests {
     #[tokio::test]
     async fn send_many_delivers_each_frame_in_order() {
         let limit = Duration::from_secs(10);
-        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
-            .await
-            .expect("pair in time");
+        let (_a, _b, ca, cb) = pair().await;
         ca.send(StreamClass::Data, b"first").await.expect("send");
         let batch: Vec<Bytes> = (0..50u8)
             .map(|i| Bytes::from(vec![i; i as usize]))
@@ -1931,9 +1925,7 @@ mod tests {
     #[tokio::test]
     async fn acknowledged_frames_are_still_read_after_the_close() {
         let limit = Duration::from_secs(10);
-        let (_a, _b, ca, cb) = tokio::time::timeout(limit, pair())
-            .await
-            .expect("pair in time");
+        let (_a, _b, ca, cb) = pair().await;
         // More than the receive queues hold, so most stay unread in QUIC's buffers.
         let n = 320u32;
         for i in 0..n {
