@@ -296,7 +296,7 @@ pub struct TransportOptions {
     /// progress plus finished ones waiting (default 128). Beyond it a new one is refused
     /// at once, before any TLS work, and counted ([`Endpoint::handshakes_refused`]); from
     /// half of it on, a peer must first prove its address with a QUIC retry, so a flood
-    /// from forged source addresses cannot hold the places.
+    /// from forged source addresses holds at most half the places.
     pub max_inbound_pending: usize,
 }
 
