@@ -1926,7 +1926,7 @@ mod tests {
     async fn acknowledged_frames_are_still_read_after_the_close() {
         let limit = Duration::from_secs(10);
         let (_a, _b, ca, cb) = pair().await;
-        // More than the receive queues hold, so most stay unread in QUIC's buffers.
+        // Nothing reads until the close has arrived: every frame waits in QUIC's buffers.
         let n = 320u32;
         for i in 0..n {
             ca.send(StreamClass::Data, &i.to_be_bytes())
