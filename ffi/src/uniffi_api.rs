@@ -242,7 +242,8 @@ impl Node {
         self.register(topic, listeners::Entry::Message(listener))
     }
 
-    /// Calls `listener` with the presence changes of `topic` (subscribing to it).
+    /// Calls `listener` with the presence changes of `topic` (subscribing to it), starting
+    /// with an Online event for each peer already online there, as a subscription does.
     pub fn add_presence_listener(
         &self,
         topic: String,

@@ -58,6 +58,25 @@ def test_presence_online_updated_offline_across_nodes(cluster):
     wait_for(lambda: not any(e.peer == a.id for e in c.online("room")), "a gone from c.online")
 
 
+def test_a_presence_callback_added_later_first_hears_who_is_online(cluster):
+    a, b, c = cluster(3)
+    # A message callback opens b's delivery for the topic; a and c come online while
+    # nobody at b listens to presence.
+    b.on_message("late", Recorder())
+    a.set_presence("late", b"alice")
+    c.set_presence("late", b"carol")
+    wait_for(lambda: {e.peer for e in b.online("late")} == {a.id, c.id}, "a and c in b.online")
+    late = Recorder()
+    b.on_presence("late", late)
+    wait_for(lambda: len(late.items) >= 2, "an Online event for each peer already online")
+    assert sorted((e.peer, e.metadata) for e in late.items) == sorted([(a.id, b"alice"), (c.id, b"carol")])
+    assert all(e.change.is_online() and e.topic == "late" for e in late.items)
+    # Then it gets the changes like any other presence callback.
+    c.clear_presence("late")
+    wait_for(lambda: any(e.peer == c.id and e.change.is_offline() for e in late.items), "c's leave")
+    assert len(late.items) == 3
+
+
 def test_callbacks_run_on_library_threads_and_may_call_back(cluster):
     a, b = cluster(2)
     seen = Recorder()

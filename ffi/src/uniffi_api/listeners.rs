@@ -3,7 +3,9 @@
 //! All listeners of one topic on one node share a "hub": one core subscription read by
 //! one delivery thread, which calls the listeners in registration order. Host callbacks
 //! therefore never run on the node's network workers, and a slow callback only lets its
-//! topic's queue overflow (reported to the lag listeners).
+//! topic's queue overflow (reported to the lag listeners). The hub keeps the topic's
+//! online set as its own items say it, so a presence listener added to a running hub
+//! starts, like a subscription, with the peers already online.
 //!
 //! Cancelling a handle guarantees that its listener is not called after `cancel` returns,
 //! except when `cancel` runs inside another listener's callback (on a delivery thread):
@@ -11,7 +13,7 @@
 //! two such threads waiting for each other would deadlock.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -20,7 +22,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, ReentrantMutex};
 use starling_core::node::{self as core, Item, RecvError};
 
-use super::types::{LogLevel, LogRecord, Message, PresenceEvent, StarlingError};
+use super::types::{LogLevel, LogRecord, Message, PresenceChange, PresenceEvent, StarlingError};
 
 /// Receives the messages of a topic.
 #[uniffi::export(with_foreign)]
@@ -34,8 +36,9 @@ pub trait MessageListener: Send + Sync {
 /// Receives the presence changes of a topic.
 #[uniffi::export(with_foreign)]
 pub trait PresenceListener: Send + Sync {
-    /// Someone came online, changed metadata or went offline. Same thread rules as
-    /// [`MessageListener::on_messages`].
+    /// Someone came online, changed metadata or went offline. The first calls name the
+    /// peers already online when the listener was added (Online events). Same thread rules
+    /// as [`MessageListener::on_messages`].
     fn on_presence(&self, event: PresenceEvent);
 }
 
@@ -104,10 +107,20 @@ pub(crate) enum Entry {
 /// The hubs of one node, by topic name.
 pub(crate) type Hubs = Arc<Mutex<HashMap<String, Arc<Hub>>>>;
 
+/// One registered listener of a hub.
+struct Listener {
+    id: u64,
+    gate: Arc<Gate>,
+    entry: Entry,
+    /// A presence listener not yet told who is already online; it gets no presence
+    /// change before that replay (see [`Hub::catch_up`]).
+    needs_replay: bool,
+}
+
 /// One topic's listeners and the delivery thread that feeds them.
 pub(crate) struct Hub {
     topic: String,
-    listeners: Mutex<Vec<(u64, Arc<Gate>, Entry)>>,
+    listeners: Mutex<Vec<Listener>>,
     next_id: AtomicU64,
     /// No listeners left (or the subscription ended): the thread stops.
     stopped: AtomicBool,
@@ -128,54 +141,62 @@ impl Hub {
         subscribe: impl FnOnce() -> Result<core::Subscription, core::Error>,
     ) -> Result<Arc<ListenerHandle>, StarlingError> {
         let mut map = hubs.lock();
-        let hub = match map.get(topic) {
-            Some(hub) if !hub.stopped.load(Ordering::SeqCst) => Arc::clone(hub),
+        let (hub, new_sub) = match map.get(topic) {
+            Some(hub) if !hub.stopped.load(Ordering::SeqCst) => (Arc::clone(hub), None),
             _ => {
-                let sub = subscribe()?;
                 let hub = Arc::new(Hub {
                     topic: topic.to_owned(),
                     listeners: Mutex::new(Vec::new()),
                     next_id: AtomicU64::new(1),
                     stopped: AtomicBool::new(false),
                 });
-                let thread_hub = Arc::clone(&hub);
-                let thread_hubs = Arc::downgrade(hubs);
-                std::thread::Builder::new()
-                    .name("starling-deliver".to_owned())
-                    .spawn(move || {
-                        ON_DELIVERY_THREAD.with(|f| f.set(true));
-                        thread_hub.run(sub);
-                        thread_hub.stopped.store(true, Ordering::SeqCst);
-                        if let Some(hubs) = thread_hubs.upgrade() {
-                            let mut map = hubs.lock();
-                            if map
-                                .get(&thread_hub.topic)
-                                .is_some_and(|h| Arc::ptr_eq(h, &thread_hub))
-                            {
-                                map.remove(&thread_hub.topic);
-                            }
-                        }
-                    })
-                    .map_err(|e| {
-                        StarlingError::new(
-                            super::ErrorKind::Runtime,
-                            format!("cannot start a delivery thread: {e}"),
-                        )
-                    })?;
-                map.insert(topic.to_owned(), Arc::clone(&hub));
-                hub
+                (hub, Some(subscribe()?))
             }
         };
         let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
         let gate = Gate::new();
-        hub.listeners.lock().push((id, Arc::clone(&gate), entry));
+        let needs_replay = matches!(entry, Entry::Presence(_));
+        hub.listeners.lock().push(Listener {
+            id,
+            gate: Arc::clone(&gate),
+            entry,
+            needs_replay,
+        });
+        if let Some(sub) = new_sub {
+            // Started with its first listener in place, so that listener misses nothing.
+            let thread_hub = Arc::clone(&hub);
+            let thread_hubs = Arc::downgrade(hubs);
+            std::thread::Builder::new()
+                .name("starling-deliver".to_owned())
+                .spawn(move || {
+                    ON_DELIVERY_THREAD.with(|f| f.set(true));
+                    thread_hub.run(sub);
+                    thread_hub.stopped.store(true, Ordering::SeqCst);
+                    if let Some(hubs) = thread_hubs.upgrade() {
+                        let mut map = hubs.lock();
+                        if map
+                            .get(&thread_hub.topic)
+                            .is_some_and(|h| Arc::ptr_eq(h, &thread_hub))
+                        {
+                            map.remove(&thread_hub.topic);
+                        }
+                    }
+                })
+                .map_err(|e| {
+                    StarlingError::new(
+                        super::ErrorKind::Runtime,
+                        format!("cannot start a delivery thread: {e}"),
+                    )
+                })?;
+            map.insert(topic.to_owned(), Arc::clone(&hub));
+        }
         drop(map);
         let hubs = Arc::clone(hubs);
         Ok(ListenerHandle::new(Box::new(move || {
             gate.close();
             let mut map = hubs.lock();
             let mut listeners = hub.listeners.lock();
-            listeners.retain(|(i, _, _)| *i != id);
+            listeners.retain(|l| l.id != id);
             if listeners.is_empty() {
                 // The thread drops the subscription (leaving the topic) within IDLE_POLL.
                 hub.stopped.store(true, Ordering::SeqCst);
@@ -188,7 +209,11 @@ impl Hub {
 
     fn run(&self, sub: core::Subscription) {
         let mut batch: Vec<Message> = Vec::new();
+        // Who is online as of the items delivered so far: the subscription started with
+        // the peers online then, and every change since has passed through here.
+        let mut online = BTreeMap::new();
         while !self.stopped.load(Ordering::SeqCst) {
+            self.catch_up(&online);
             let first = match sub.recv_timeout(IDLE_POLL) {
                 Ok(item) => item,
                 Err(RecvError::Empty) => continue,
@@ -208,7 +233,10 @@ impl Hub {
                         }
                     }
                     Item::Presence(e) => {
-                        self.deliver_presence(PresenceEvent::from_core(e, &self.topic));
+                        self.deliver_presence(
+                            PresenceEvent::from_core(e, &self.topic),
+                            &mut online,
+                        );
                         next = sub.try_recv().ok();
                     }
                     Item::Lagged(n) => {
@@ -221,13 +249,45 @@ impl Hub {
     }
 
     /// The listeners of one kind, cloned so that callbacks run without the list locked
-    /// (they may register or cancel listeners).
+    /// (they may register or cancel listeners). Presence listeners still waiting for their
+    /// replay are left out.
     fn targets<T>(&self, pick: impl Fn(&Entry) -> Option<T>) -> Vec<(Arc<Gate>, T)> {
         self.listeners
             .lock()
             .iter()
-            .filter_map(|(_, gate, e)| pick(e).map(|t| (Arc::clone(gate), t)))
+            .filter(|l| !l.needs_replay)
+            .filter_map(|l| pick(&l.entry).map(|t| (Arc::clone(&l.gate), t)))
             .collect()
+    }
+
+    /// Tells each presence listener registered since the last call who is `online` (one
+    /// Online event per peer), as a new core subscription would: a listener joining a hub
+    /// that other listeners opened earlier would otherwise miss the peers already there.
+    fn catch_up(&self, online: &BTreeMap<String, Vec<u8>>) {
+        let fresh: Vec<_> = self
+            .listeners
+            .lock()
+            .iter_mut()
+            .filter(|l| l.needs_replay)
+            .filter_map(|l| {
+                l.needs_replay = false;
+                match &l.entry {
+                    Entry::Presence(p) => Some((Arc::clone(&l.gate), Arc::clone(p))),
+                    _ => None,
+                }
+            })
+            .collect();
+        for (gate, listener) in fresh {
+            for (peer, metadata) in online {
+                let event = PresenceEvent {
+                    topic: self.topic.clone(),
+                    peer: peer.clone(),
+                    change: PresenceChange::Online,
+                    metadata: metadata.clone(),
+                };
+                gate.call(|| listener.on_presence(event));
+            }
+        }
     }
 
     fn deliver_messages(&self, messages: Vec<Message>) {
@@ -248,13 +308,22 @@ impl Hub {
         }
     }
 
-    fn deliver_presence(&self, event: PresenceEvent) {
+    fn deliver_presence(&self, event: PresenceEvent, online: &mut BTreeMap<String, Vec<u8>>) {
+        // New listeners first hear the state before this event; any registering after this
+        // point are left out of `targets` and replayed a state that includes it.
+        self.catch_up(online);
         for (gate, listener) in self.targets(|e| match e {
             Entry::Presence(l) => Some(Arc::clone(l)),
             _ => None,
         }) {
             gate.call(|| listener.on_presence(event.clone()));
         }
+        match event.change {
+            PresenceChange::Offline { .. } => online.remove(&event.peer),
+            PresenceChange::Online | PresenceChange::Updated => {
+                online.insert(event.peer, event.metadata)
+            }
+        };
     }
 
     fn deliver_lag(&self, dropped: u64) {

@@ -488,7 +488,8 @@ class Node:
         return self._keep(self._inner.add_message_listener(topic, _MessageAdapter(callback)))
 
     def on_presence(self, topic: str, callback: Callable[[PresenceEvent], object]) -> Listener:
-        """Calls ``callback(event)`` for each presence change on ``topic``."""
+        """Calls ``callback(event)`` for each presence change on ``topic``, starting with an
+        Online event for each peer already online there."""
         return self._keep(self._inner.add_presence_listener(topic, _PresenceAdapter(callback)))
 
     def on_lag(self, topic: str, callback: Callable[[str, int], object]) -> Listener:

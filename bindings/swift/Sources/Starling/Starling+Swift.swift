@@ -127,7 +127,8 @@ public extension Node {
         return stream
     }
 
-    /// The presence changes of `topic` (same rules as `messages`).
+    /// The presence changes of `topic` (same rules as `messages`), starting with an Online
+    /// event for each peer already online on the topic.
     func presence(_ topic: String,
                   bufferingPolicy: AsyncStream<PresenceEvent>.Continuation.BufferingPolicy = .unbounded)
         throws -> AsyncStream<PresenceEvent>

@@ -1637,7 +1637,8 @@ public protocol NodeProtocol: AnyObject, Sendable {
     func addMessageListener(topic: String, listener: MessageListener) throws  -> ListenerHandle
     
     /**
-     * Calls `listener` with the presence changes of `topic` (subscribing to it).
+     * Calls `listener` with the presence changes of `topic` (subscribing to it), starting
+     * with an Online event for each peer already online there, as a subscription does.
      */
     func addPresenceListener(topic: String, listener: PresenceListener) throws  -> ListenerHandle
     
@@ -1838,7 +1839,8 @@ open func addMessageListener(topic: String, listener: MessageListener)throws  ->
 }
     
     /**
-     * Calls `listener` with the presence changes of `topic` (subscribing to it).
+     * Calls `listener` with the presence changes of `topic` (subscribing to it), starting
+     * with an Online event for each peer already online there, as a subscription does.
      */
 open func addPresenceListener(topic: String, listener: PresenceListener)throws  -> ListenerHandle  {
     return try  FfiConverterTypeListenerHandle_lift(try rustCallWithError(FfiConverterTypeStarlingError_lift) {
@@ -2087,8 +2089,9 @@ public func FfiConverterTypeNode_lower(_ value: Node) -> UInt64 {
 public protocol PresenceListener: AnyObject, Sendable {
     
     /**
-     * Someone came online, changed metadata or went offline. Same thread rules as
-     * [`MessageListener::on_messages`].
+     * Someone came online, changed metadata or went offline. The first calls name the
+     * peers already online when the listener was added (Online events). Same thread rules
+     * as [`MessageListener::on_messages`].
      */
     func onPresence(event: PresenceEvent) 
     
@@ -2150,8 +2153,9 @@ open class PresenceListenerImpl: PresenceListener, @unchecked Sendable {
 
     
     /**
-     * Someone came online, changed metadata or went offline. Same thread rules as
-     * [`MessageListener::on_messages`].
+     * Someone came online, changed metadata or went offline. The first calls name the
+     * peers already online when the listener was added (Online events). Same thread rules
+     * as [`MessageListener::on_messages`].
      */
 open func onPresence(event: PresenceEvent)  {try! rustCall() {
         uniffiCallStatus in
@@ -4464,7 +4468,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_starling_checksum_method_node_add_message_listener() != 28327) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_starling_checksum_method_node_add_presence_listener() != 2238) {
+    if (uniffi_starling_checksum_method_node_add_presence_listener() != 2962) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_starling_checksum_method_node_bound_addr() != 9365) {
@@ -4548,7 +4552,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_starling_checksum_method_messagelistener_on_messages() != 16667) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_starling_checksum_method_presencelistener_on_presence() != 44886) {
+    if (uniffi_starling_checksum_method_presencelistener_on_presence() != 47672) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_starling_checksum_constructor_node_new() != 14744) {

@@ -253,7 +253,10 @@ class Node private constructor(private val raw: dev.starling.ffi.Node) : AutoClo
         })
     }
 
-    /** The presence changes of [topic] as a Flow (same rules as [messages]). */
+    /**
+     * The presence changes of [topic] as a Flow (same rules as [messages]), starting with an
+     * Online event for each peer already online on the topic.
+     */
     fun presence(topic: String): Flow<PresenceEvent> = listen { send ->
         raw.addPresenceListener(topic, object : PresenceListener {
             override fun onPresence(event: PresenceEvent) {
@@ -282,7 +285,10 @@ class Node private constructor(private val raw: dev.starling.ffi.Node) : AutoClo
             })
         })
 
-    /** Calls [onPresence] with [topic]'s presence changes until the registration is closed. */
+    /**
+     * Calls [onPresence] with [topic]'s presence changes, first an Online event for each
+     * peer already online, until the registration is closed.
+     */
     fun onPresence(topic: String, onPresence: (PresenceEvent) -> Unit): Registration =
         Registration(ffi {
             raw.addPresenceListener(topic, object : PresenceListener {

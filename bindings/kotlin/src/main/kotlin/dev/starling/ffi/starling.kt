@@ -1158,7 +1158,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_starling_checksum_method_node_add_message_listener() and 0xFFFF) != 28327) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_starling_checksum_method_node_add_presence_listener() and 0xFFFF) != 2238) {
+    if ((lib.uniffi_starling_checksum_method_node_add_presence_listener() and 0xFFFF) != 2962) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_starling_checksum_method_node_bound_addr() and 0xFFFF) != 9365) {
@@ -1242,7 +1242,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_starling_checksum_method_messagelistener_on_messages() and 0xFFFF) != 16667) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_starling_checksum_method_presencelistener_on_presence() and 0xFFFF) != 44886) {
+    if ((lib.uniffi_starling_checksum_method_presencelistener_on_presence() and 0xFFFF) != 47672) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_starling_checksum_constructor_node_new() and 0xFFFF) != 14744) {
@@ -3370,7 +3370,8 @@ public interface NodeInterface {
     fun `addMessageListener`(`topic`: kotlin.String, `listener`: MessageListener): ListenerHandle
     
     /**
-     * Calls `listener` with the presence changes of `topic` (subscribing to it).
+     * Calls `listener` with the presence changes of `topic` (subscribing to it), starting
+     * with an Online event for each peer already online there, as a subscription does.
      */
     fun `addPresenceListener`(`topic`: kotlin.String, `listener`: PresenceListener): ListenerHandle
     
@@ -3616,7 +3617,8 @@ open class Node: Disposable, AutoCloseable, NodeInterface
 
     
     /**
-     * Calls `listener` with the presence changes of `topic` (subscribing to it).
+     * Calls `listener` with the presence changes of `topic` (subscribing to it), starting
+     * with an Online event for each peer already online there, as a subscription does.
      */
     @Throws(StarlingException::class)override fun `addPresenceListener`(`topic`: kotlin.String, `listener`: PresenceListener): ListenerHandle {
             return FfiConverterTypeListenerHandle.lift(
@@ -4034,8 +4036,9 @@ public object FfiConverterTypeNode: FfiConverter<Node, Long> {
 public interface PresenceListener {
     
     /**
-     * Someone came online, changed metadata or went offline. Same thread rules as
-     * [`MessageListener::on_messages`].
+     * Someone came online, changed metadata or went offline. The first calls name the
+     * peers already online when the listener was added (Online events). Same thread rules
+     * as [`MessageListener::on_messages`].
      */
     fun `onPresence`(`event`: PresenceEvent)
     
@@ -4148,8 +4151,9 @@ open class PresenceListenerImpl: Disposable, AutoCloseable, PresenceListener
 
     
     /**
-     * Someone came online, changed metadata or went offline. Same thread rules as
-     * [`MessageListener::on_messages`].
+     * Someone came online, changed metadata or went offline. The first calls name the
+     * peers already online when the listener was added (Online events). Same thread rules
+     * as [`MessageListener::on_messages`].
      */override fun `onPresence`(`event`: PresenceEvent)
         = 
     callWithHandle {
