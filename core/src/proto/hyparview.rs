@@ -4,6 +4,10 @@
 //! and once per subscribed topic.
 //!
 //! Departures from the paper are marked "Departure:" where they are made.
+//!
+//! The calls that may pick a neighbour take `linked`: whether this node already has a
+//! connection to a peer through one of its other overlays (network-wide or another topic).
+//! Walks end at, and refills prefer, such peers, so a node's overlays share connections.
 
 use std::time::Duration;
 
@@ -15,6 +19,9 @@ use rand_chacha::ChaCha8Rng;
 use super::time::{earliest, Time};
 use crate::identity::PeerId;
 use crate::wire::{MembershipMsg, PeerInfo};
+
+/// Whether this node already has a connection to a peer through another overlay.
+pub type Linked<'a> = &'a dyn Fn(&PeerId) -> bool;
 
 /// HyParView parameters. Defaults from the paper's 10,000-node setting (design.md §3).
 #[derive(Clone, Debug)]
@@ -243,6 +250,7 @@ impl State {
         from: PeerId,
         msg: MembershipMsg,
         now: Time,
+        linked: Linked<'_>,
         out: &mut Vec<OutEvent>,
     ) {
         if self.left || from == self.me.id {
@@ -251,7 +259,7 @@ impl State {
         match msg {
             MembershipMsg::Join(info) => self.on_join(from, info, now, out),
             MembershipMsg::ForwardJoin { peer, ttl } => {
-                self.on_forward_join(from, peer, ttl, now, out)
+                self.on_forward_join(from, peer, ttl, now, linked, out)
             }
             MembershipMsg::Neighbor {
                 peer,
@@ -272,13 +280,19 @@ impl State {
         }
         // Cheap when nothing is to do; catches every path that shrank the active view or
         // grew the passive view of an under-full node.
-        self.refill(now, out);
+        self.refill(now, linked, out);
     }
 
     /// `peer` failed: the failure detector declared it dead, its connection was lost, or a
     /// dial to it failed. Removes it from both views; a failed active neighbour is replaced
     /// from the passive view and remembered for partition healing.
-    pub fn peer_failed(&mut self, peer: PeerId, now: Time, out: &mut Vec<OutEvent>) {
+    pub fn peer_failed(
+        &mut self,
+        peer: PeerId,
+        now: Time,
+        linked: Linked<'_>,
+        out: &mut Vec<OutEvent>,
+    ) {
         if self.left || peer == self.me.id {
             return;
         }
@@ -291,7 +305,7 @@ impl State {
         // A failed rejoin attempt keeps its graveyard entry: a partition can outlast many
         // attempts; only graveyard_ttl forgets it.
         self.pending.retain(|p| p.info.id != peer);
-        self.refill(now, out);
+        self.refill(now, linked, out);
     }
 
     /// Drops `peer` from the passive view (a hint that it is unreachable, e.g. a signed
@@ -432,7 +446,7 @@ impl State {
 
     /// Does all timed work due at `now`: neighbour-request timeouts, shuffles, rejoins of
     /// remembered failed peers, refilling an active view below capacity.
-    pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<OutEvent>) {
+    pub fn handle_timeout(&mut self, now: Time, linked: Linked<'_>, out: &mut Vec<OutEvent>) {
         if self.left {
             return;
         }
@@ -467,7 +481,7 @@ impl State {
             self.rejoin(now, out);
         }
 
-        self.refill(now, out);
+        self.refill(now, linked, out);
     }
 
     // -----------------------------------------------------------------------------------
@@ -507,6 +521,7 @@ impl State {
         peer: PeerInfo,
         ttl: u16,
         now: Time,
+        linked: Linked<'_>,
         out: &mut Vec<OutEvent>,
     ) {
         if peer.id == self.me.id || self.is_active(&peer.id) {
@@ -515,7 +530,11 @@ impl State {
         // A peer may send any ttl; a walk never needs to be longer than ARWL.
         let ttl = ttl.min(self.config.active_random_walk_length);
         let only_sender = self.active.iter().all(|p| p.id == from);
-        if ttl == 0 || only_sender {
+        // Departure: the paper ends a walk only at ttl 0 (or a node with no other
+        // neighbour). A node already connected to the joiner through another overlay ends
+        // it early, so that the joiner's neighbours in this overlay reuse its connections
+        // where the walk passes one; elsewhere the end stays a random node.
+        if ttl == 0 || only_sender || linked(&peer.id) {
             self.walk_end(peer, now, out);
             return;
         }
@@ -793,7 +812,10 @@ impl State {
     /// while we were full (`wanted_us`) are asked first: they had a free slot, so two
     /// nodes that lost a neighbour each find each other within a round trip of the later
     /// one's detection, whatever the order in which they detected.
-    fn refill(&mut self, now: Time, out: &mut Vec<OutEvent>) {
+    ///
+    /// Departure: among the backups it may ask, a refill prefers one this node is already
+    /// connected to through another overlay (the paper picks at random), as join walks do.
+    fn refill(&mut self, now: Time, linked: Linked<'_>, out: &mut Vec<OutEvent>) {
         while self.wants_refill() {
             // With no neighbour at all the request is high priority and always accepted, so
             // back-offs for refusals do not apply. A high-priority request may evict one of
@@ -814,10 +836,20 @@ impl State {
                 .copied()
                 .filter(|&i| recent(&self.passive[i]))
                 .collect();
-            let pick = if wanted.is_empty() {
-                candidates.choose(&mut self.rng)
+            let pool = if wanted.is_empty() {
+                candidates
             } else {
-                wanted.choose(&mut self.rng)
+                wanted
+            };
+            let connected: Vec<usize> = pool
+                .iter()
+                .copied()
+                .filter(|&i| linked(&self.passive[i].info.id))
+                .collect();
+            let pick = if connected.is_empty() {
+                pool.choose(&mut self.rng)
+            } else {
+                connected.choose(&mut self.rng)
             };
             let Some(&i) = pick else {
                 return;
@@ -1180,6 +1212,27 @@ mod tests {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+    /// The calls as the paper makes them: a node with no other overlay.
+    impl State {
+        fn handle_message_alone(
+            &mut self,
+            from: PeerId,
+            msg: MembershipMsg,
+            now: Time,
+            out: &mut Vec<OutEvent>,
+        ) {
+            self.handle_message(from, msg, now, &|_| false, out)
+        }
+
+        fn handle_timeout_alone(&mut self, now: Time, out: &mut Vec<OutEvent>) {
+            self.handle_timeout(now, &|_| false, out)
+        }
+
+        fn peer_failed_alone(&mut self, peer: PeerId, now: Time, out: &mut Vec<OutEvent>) {
+            self.peer_failed(peer, now, &|_| false, out)
+        }
+    }
+
     fn id(i: usize) -> PeerId {
         let mut b = [0u8; 32];
         b[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
@@ -1241,7 +1294,7 @@ mod tests {
     /// Makes `peer` an active neighbour of `s` the way a real join would.
     fn befriend(s: &mut State, peer: usize, now: Time) -> Vec<OutEvent> {
         let mut out = Vec::new();
-        s.handle_message(id(peer), MembershipMsg::Join(info(peer)), now, &mut out);
+        s.handle_message_alone(id(peer), MembershipMsg::Join(info(peer)), now, &mut out);
         out
     }
 
@@ -1316,10 +1369,10 @@ mod tests {
                         continue;
                     }
                     let from = self.nodes[f].me.id;
-                    self.nodes[to].handle_message(from, msg, self.now, &mut out);
+                    self.nodes[to].handle_message_alone(from, msg, self.now, &mut out);
                     self.dispatch(to, out);
                 } else if let Some((n, p)) = self.failures.pop_front() {
-                    self.nodes[n].peer_failed(p, self.now, &mut out);
+                    self.nodes[n].peer_failed_alone(p, self.now, &mut out);
                     self.dispatch(n, out);
                 } else {
                     for (i, s) in self.nodes.iter().enumerate() {
@@ -1349,7 +1402,7 @@ mod tests {
                             }
                             if self.nodes[i].poll_timeout().is_some_and(|d| d <= self.now) {
                                 let mut out = Vec::new();
-                                self.nodes[i].handle_timeout(self.now, &mut out);
+                                self.nodes[i].handle_timeout_alone(self.now, &mut out);
                                 self.dispatch(i, out);
                             }
                         }
@@ -1420,7 +1473,7 @@ mod tests {
         );
 
         let mut out = Vec::new();
-        a.handle_message(id(1), MembershipMsg::Join(info(1)), t(1), &mut out);
+        a.handle_message_alone(id(1), MembershipMsg::Join(info(1)), t(1), &mut out);
         assert_eq!(
             out,
             vec![
@@ -1430,7 +1483,7 @@ mod tests {
             ]
         );
         let mut out = Vec::new();
-        b.handle_message(
+        b.handle_message_alone(
             id(0),
             MembershipMsg::NeighborReply { accepted: true },
             t(2),
@@ -1451,7 +1504,7 @@ mod tests {
             )]
         );
         out.clear();
-        b.handle_message(
+        b.handle_message_alone(
             id(0),
             MembershipMsg::NeighborReply { accepted: true },
             t(4),
@@ -1478,6 +1531,60 @@ mod tests {
             .map(|(to, _)| to)
             .collect();
         assert_eq!(fwd, BTreeSet::from([id(1), id(2)]));
+    }
+
+    #[test]
+    fn a_walk_ends_early_at_a_node_already_connected_to_the_joiner() {
+        let walk = MembershipMsg::ForwardJoin {
+            peer: info(10),
+            ttl: 4,
+        };
+        // Not connected to the joiner: the walk goes on (the paper's behaviour).
+        let mut a = full_view_with_backups(6..=8);
+        let mut out = Vec::new();
+        a.handle_message(id(1), walk.clone(), t(10), &|_| false, &mut out);
+        let sent = sends(&out);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(matches!(
+            sent[0].1,
+            MembershipMsg::ForwardJoin { ttl: 3, .. }
+        ));
+        // Connected to it through another overlay: the walk ends here with a request.
+        let mut b = full_view_with_backups(6..=8);
+        let mut out = Vec::new();
+        b.handle_message(id(1), walk, t(10), &|p| *p == id(10), &mut out);
+        assert_eq!(
+            sends(&out),
+            vec![(
+                id(10),
+                MembershipMsg::Neighbor {
+                    peer: info(0),
+                    high_priority: true,
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_refill_asks_a_backup_already_connected_first() {
+        for seed in 0..20 {
+            // Peers 1..=4 active, 5..=12 backups; only 9 is connected through another overlay.
+            let mut a = State::new(info(0), Config::default(), seed);
+            for p in 1..=4 {
+                befriend(&mut a, p, t(0));
+            }
+            for p in 5..=12 {
+                a.add_passive(info(p));
+            }
+            let mut out = Vec::new();
+            a.handle_timeout(t(1), &|p| *p == id(9), &mut out);
+            let asked: Vec<PeerId> = sends(&out)
+                .into_iter()
+                .filter(|(_, m)| matches!(m, MembershipMsg::Neighbor { .. }))
+                .map(|(p, _)| p)
+                .collect();
+            assert_eq!(asked, vec![id(9)], "seed {seed}");
+        }
     }
 
     #[test]
@@ -1518,14 +1625,14 @@ mod tests {
         befriend(&mut a, 5, t(0));
         a.add_passive(info(2));
         let mut out = Vec::new();
-        a.peer_failed(id(1), t(10), &mut out);
+        a.peer_failed_alone(id(1), t(10), &mut out);
         let low = MembershipMsg::Neighbor {
             peer: info(0),
             high_priority: false,
         };
         assert_eq!(sends(&out), vec![(id(2), low)]);
         out.clear();
-        a.handle_message(
+        a.handle_message_alone(
             id(2),
             MembershipMsg::NeighborReply { accepted: false },
             t(20),
@@ -1538,7 +1645,7 @@ mod tests {
         };
         assert_eq!(sends(&out), vec![(id(2), high)]);
         out.clear();
-        a.handle_message(
+        a.handle_message_alone(
             id(2),
             MembershipMsg::NeighborReply { accepted: true },
             t(30),
@@ -1552,9 +1659,9 @@ mod tests {
             befriend(&mut b, i, t(0));
         }
         b.add_passive(info(9));
-        b.handle_timeout(t(1), &mut out);
+        b.handle_timeout_alone(t(1), &mut out);
         out.clear();
-        b.handle_message(
+        b.handle_message_alone(
             id(9),
             MembershipMsg::NeighborReply { accepted: false },
             t(2),
@@ -1578,7 +1685,12 @@ mod tests {
         // Neighbours drop us (their views filled): backups now, backed off for 30 s.
         let dropped_by = |s: &mut State, peers: [usize; 2], out: &mut Vec<OutEvent>| {
             for p in peers {
-                s.handle_message(id(p), MembershipMsg::Disconnect { alive: true }, t(10), out);
+                s.handle_message_alone(
+                    id(p),
+                    MembershipMsg::Disconnect { alive: true },
+                    t(10),
+                    out,
+                );
             }
         };
         let mut out = Vec::new();
@@ -1604,7 +1716,7 @@ mod tests {
         }
         out.clear();
         dropped_by(&mut b, [4, 5], &mut out);
-        b.handle_timeout(t(20), &mut out);
+        b.handle_timeout_alone(t(20), &mut out);
         assert!(
             !sends(&out)
                 .iter()
@@ -1673,14 +1785,14 @@ mod tests {
             peer: info(i),
             high_priority: false,
         };
-        a.handle_message(id(1), low(1), t(0), &mut out);
+        a.handle_message_alone(id(1), low(1), t(0), &mut out);
         assert!(out.contains(&OutEvent::Send(
             id(1),
             MembershipMsg::NeighborReply { accepted: true }
         )));
         befriend(&mut a, 2, t(0));
         out.clear();
-        a.handle_message(id(3), low(3), t(1), &mut out);
+        a.handle_message_alone(id(3), low(3), t(1), &mut out);
         assert_eq!(
             sends(&out),
             vec![(id(3), MembershipMsg::NeighborReply { accepted: false })]
@@ -1693,7 +1805,7 @@ mod tests {
             peer: info(4),
             high_priority: true,
         };
-        a.handle_message(id(4), high, t(2), &mut out);
+        a.handle_message_alone(id(4), high, t(2), &mut out);
         assert!(out.contains(&OutEvent::Send(
             id(4),
             MembershipMsg::NeighborReply { accepted: true }
@@ -1717,7 +1829,7 @@ mod tests {
         befriend(&mut a, 1, t(0));
         a.add_passive(info(2));
         let mut out = Vec::new();
-        a.peer_failed(id(1), t(10), &mut out);
+        a.peer_failed_alone(id(1), t(10), &mut out);
         assert_eq!(
             out,
             vec![
@@ -1734,7 +1846,7 @@ mod tests {
         assert_eq!(a.graveyard(), vec![id(1)]);
         assert!(a.active().is_empty(), "not up before it answered");
         out.clear();
-        a.handle_message(
+        a.handle_message_alone(
             id(2),
             MembershipMsg::NeighborReply { accepted: true },
             t(20),
@@ -1753,7 +1865,7 @@ mod tests {
         b.add_passive(info(2));
         b.add_passive(info(3));
         let mut out = Vec::new();
-        b.peer_failed(id(1), t(10), &mut out);
+        b.peer_failed_alone(id(1), t(10), &mut out);
         let low = |p: PeerId| {
             (
                 p,
@@ -1772,7 +1884,7 @@ mod tests {
             .collect());
         assert_eq!(asked, set(vec![id(2), id(3)]));
         out.clear();
-        b.handle_message(
+        b.handle_message_alone(
             id(2),
             MembershipMsg::NeighborReply { accepted: false },
             t(20),
@@ -1793,7 +1905,7 @@ mod tests {
         );
         // Only one high-priority request at a time.
         out.clear();
-        b.handle_message(
+        b.handle_message_alone(
             id(3),
             MembershipMsg::NeighborReply { accepted: false },
             t(21),
@@ -1850,9 +1962,9 @@ mod tests {
             now = now.max(next);
             if next_reply == Some(next) {
                 let (_, p, accepted) = replies.remove(0);
-                a.handle_message(p, MembershipMsg::NeighborReply { accepted }, now, &mut out);
+                a.handle_message_alone(p, MembershipMsg::NeighborReply { accepted }, now, &mut out);
             } else {
-                a.handle_timeout(now, &mut out);
+                a.handle_timeout_alone(now, &mut out);
             }
             check_invariants(a);
         }
@@ -1866,7 +1978,7 @@ mod tests {
         // stayed at 4 neighbours until then (30 s).
         let mut a = full_view_with_backups(6..=11);
         let mut out = Vec::new();
-        a.peer_failed(id(1), t(1000), &mut out);
+        a.peer_failed_alone(id(1), t(1000), &mut out);
         let up = refill_until_up(&mut a, out, t(1000), t(60_000), &[6, 7, 8, 9], &[10, 11]);
         let (at, peer, high) = up.expect("a new neighbour within 60 s");
         // Every live backup refuses within a round trip; each dead one asked costs
@@ -1889,16 +2001,16 @@ mod tests {
         let mut a = full_view_with_backups(6..=6);
         // Nothing measured yet: the configured timeout (1 s).
         let mut out = Vec::new();
-        a.peer_failed(id(1), t(1000), &mut out);
+        a.peer_failed_alone(id(1), t(1000), &mut out);
         assert_eq!(a.poll_precise(), Some(t(2000)));
         // 6 refuses after 2 ms, then takes the high-priority request after 2 ms more.
-        a.handle_message(
+        a.handle_message_alone(
             id(6),
             MembershipMsg::NeighborReply { accepted: false },
             t(1002),
             &mut out,
         );
-        a.handle_message(
+        a.handle_message_alone(
             id(6),
             MembershipMsg::NeighborReply { accepted: true },
             t(1004),
@@ -1909,7 +2021,7 @@ mod tests {
         // 2 ms are less), not 1 s.
         a.add_passive(info(7));
         let mut out = Vec::new();
-        a.peer_failed(id(2), t(5000), &mut out);
+        a.peer_failed_alone(id(2), t(5000), &mut out);
         assert!(out.contains(&OutEvent::Send(
             id(7),
             MembershipMsg::Neighbor {
@@ -1918,7 +2030,7 @@ mod tests {
             }
         )));
         assert_eq!(a.poll_precise(), Some(t(5250)));
-        a.handle_timeout(t(5250), &mut out);
+        a.handle_timeout_alone(t(5250), &mut out);
         assert_eq!(a.counters().refill_timeouts, 1);
         assert!(
             !a.passive().contains(&id(7)),
@@ -1931,7 +2043,7 @@ mod tests {
         // The same without dead backups: one round trip per refusal, requests in parallel.
         let mut a = full_view_with_backups(6..=15);
         let mut out = Vec::new();
-        a.peer_failed(id(1), t(1000), &mut out);
+        a.peer_failed_alone(id(1), t(1000), &mut out);
         let full: Vec<usize> = (6..=15).collect();
         let up = refill_until_up(&mut a, out, t(1000), t(60_000), &full, &[]);
         let (at, _, high) = up.expect("a new neighbour");
@@ -1945,7 +2057,7 @@ mod tests {
         let mut a = full_view_with_backups(6..=30);
         // Peer 20 lost a neighbour and asked us while we were full: refused.
         let mut out = Vec::new();
-        a.handle_message(
+        a.handle_message_alone(
             id(20),
             MembershipMsg::Neighbor {
                 peer: info(20),
@@ -1960,7 +2072,7 @@ mod tests {
         );
         // Then we lose two neighbours: the first request goes to 20, which had room.
         out.clear();
-        a.peer_failed(id(1), t(500), &mut out);
+        a.peer_failed_alone(id(1), t(500), &mut out);
         assert_eq!(
             sends(&out),
             vec![(
@@ -1972,13 +2084,13 @@ mod tests {
             )]
         );
         out.clear();
-        a.peer_failed(id(2), t(501), &mut out);
+        a.peer_failed_alone(id(2), t(501), &mut out);
         let second = sends(&out)[0].0;
         assert_ne!(second, id(20));
         // Both free slots are filled by others' requests meanwhile (peers 40, 41 ask us).
         for p in [40, 41] {
             out.clear();
-            a.handle_message(
+            a.handle_message_alone(
                 id(p),
                 MembershipMsg::Neighbor {
                     peer: info(p),
@@ -1992,7 +2104,7 @@ mod tests {
         // Our requests' accepts now find a full view: they are let go, nobody is evicted.
         for p in [id(20), second] {
             out.clear();
-            a.handle_message(
+            a.handle_message_alone(
                 p,
                 MembershipMsg::NeighborReply { accepted: true },
                 t(503),
@@ -2018,7 +2130,7 @@ mod tests {
         a.forget_passive(&info(7).id); // unknown: no effect
         assert_eq!(a.passive(), vec![info(2).id]);
         let mut out = Vec::new();
-        a.handle_timeout(t(100), &mut out);
+        a.handle_timeout_alone(t(100), &mut out);
         let s = sends(&out);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].0, info(2).id, "the refill asks the remaining backup");
@@ -2032,15 +2144,15 @@ mod tests {
         a.add_passive(info(2));
         assert_eq!(a.poll_timeout(), Some(Time::default()), "refill is due now");
         let mut out = Vec::new();
-        a.handle_timeout(t(100), &mut out);
+        a.handle_timeout_alone(t(100), &mut out);
         let s = sends(&out);
         assert_eq!(s.len(), 1);
         let first = s[0].0;
         assert_eq!(a.poll_timeout(), Some(t(1100)));
         out.clear();
-        a.handle_timeout(t(1099), &mut out);
+        a.handle_timeout_alone(t(1099), &mut out);
         assert!(out.is_empty());
-        a.handle_timeout(t(1100), &mut out);
+        a.handle_timeout_alone(t(1100), &mut out);
         assert!(
             !a.passive().contains(&first),
             "an unanswered peer counts as failed"
@@ -2058,7 +2170,7 @@ mod tests {
         );
         // The late answer of the first peer: we no longer wait for it, so we undo it.
         out.clear();
-        a.handle_message(
+        a.handle_message_alone(
             first,
             MembershipMsg::NeighborReply { accepted: true },
             t(1200),
@@ -2070,7 +2182,7 @@ mod tests {
         );
         assert!(!a.is_active(&first));
         out.clear();
-        a.handle_timeout(t(2100), &mut out);
+        a.handle_timeout_alone(t(2100), &mut out);
         assert!(a.passive().is_empty() && a.poll_timeout().is_none());
     }
 
@@ -2089,7 +2201,7 @@ mod tests {
             ttl,
             peers: incoming.clone(),
         };
-        r.handle_message(id(1), shuffle(5), t(0), &mut out);
+        r.handle_message_alone(id(1), shuffle(5), t(0), &mut out);
         let s = sends(&out);
         // No other neighbour to forward to: answer. (The rest is a refill request: the
         // active view is under-full.)
@@ -2114,7 +2226,7 @@ mod tests {
         // With another neighbour the walk goes on.
         befriend(&mut r, 2, t(0));
         out.clear();
-        r.handle_message(id(1), shuffle(5), t(1), &mut out);
+        r.handle_message_alone(id(1), shuffle(5), t(1), &mut out);
         assert_eq!(sends(&out), vec![(id(2), shuffle(4))]);
 
         // The origin: sends me + samples to a neighbour, then integrates the reply.
@@ -2127,7 +2239,7 @@ mod tests {
         let due = o.poll_timeout().expect("shuffle timer armed");
         assert!(due < t(30_000), "first phase is random within one interval");
         let mut out = Vec::new();
-        o.handle_timeout(due, &mut out);
+        o.handle_timeout_alone(due, &mut out);
         let s = sends(&out);
         let (_, MembershipMsg::Shuffle { origin, ttl, peers }) = s[0].clone() else {
             panic!("{s:?}")
@@ -2141,13 +2253,13 @@ mod tests {
         let reply = MembershipMsg::ShuffleReply {
             peers: vec![info(30), info(31)],
         };
-        o.handle_message(id(5), reply.clone(), t(40_000), &mut out);
+        o.handle_message_alone(id(5), reply.clone(), t(40_000), &mut out);
         let p = set(o.passive());
         assert!(p.contains(&id(30)) && p.contains(&id(31)));
         assert_eq!(o.passive.len(), 3);
         // An unsolicited second reply is ignored.
         let before = o.passive();
-        o.handle_message(
+        o.handle_message_alone(
             id(6),
             MembershipMsg::ShuffleReply {
                 peers: vec![info(40)],
@@ -2177,7 +2289,7 @@ mod tests {
         assert!(net.nodes[0].is_active(&id(5)));
         for (a, b) in [(0, 5), (5, 0)] {
             let mut out = Vec::new();
-            net.nodes[a].peer_failed(id(b), net.now, &mut out);
+            net.nodes[a].peer_failed_alone(id(b), net.now, &mut out);
             net.dispatch(a, out);
         }
         net.run();
@@ -2225,20 +2337,20 @@ mod tests {
         let mut out = Vec::new();
         for i in 1..4 {
             befriend(&mut a, i, t(0));
-            a.peer_failed(id(i), t(i as u64), &mut out);
+            a.peer_failed_alone(id(i), t(i as u64), &mut out);
         }
         assert_eq!(a.graveyard(), vec![id(2), id(3)]);
         let due = a.poll_timeout().unwrap();
         assert!(due < t(10_000));
         out.clear();
-        a.handle_timeout(due, &mut out);
+        a.handle_timeout_alone(due, &mut out);
         let s = sends(&out);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].1, MembershipMsg::Join(info(0)));
-        a.peer_failed(s[0].0, due, &mut out);
+        a.peer_failed_alone(s[0].0, due, &mut out);
         assert_eq!(a.graveyard().len(), 2, "a failed attempt keeps the entry");
         out.clear();
-        a.handle_timeout(t(700_000), &mut out);
+        a.handle_timeout_alone(t(700_000), &mut out);
         assert!(a.graveyard().is_empty() && sends(&out).is_empty());
         assert_eq!(a.poll_timeout(), None);
     }
@@ -2269,8 +2381,8 @@ mod tests {
         }
         // A left node stays quiet.
         let mut out = Vec::new();
-        net.nodes[0].handle_message(id(1), MembershipMsg::Join(info(1)), t(5), &mut out);
-        net.nodes[0].handle_timeout(t(1_000_000), &mut out);
+        net.nodes[0].handle_message_alone(id(1), MembershipMsg::Join(info(1)), t(5), &mut out);
+        net.nodes[0].handle_timeout_alone(t(1_000_000), &mut out);
         assert!(out.is_empty());
     }
 
@@ -2282,8 +2394,8 @@ mod tests {
         let mut out = Vec::new();
 
         // Spoofed PeerInfo: a Join or Neighbor for someone else is ignored.
-        a.handle_message(id(7), MembershipMsg::Join(info(8)), t(1), &mut out);
-        a.handle_message(
+        a.handle_message_alone(id(7), MembershipMsg::Join(info(8)), t(1), &mut out);
+        a.handle_message_alone(
             id(7),
             MembershipMsg::Neighbor {
                 peer: info(8),
@@ -2295,7 +2407,7 @@ mod tests {
         assert!(out.is_empty() && !a.is_active(&id(8)) && !a.is_active(&id(7)));
 
         // An accept nobody asked for is undone; a refusal is ignored.
-        a.handle_message(
+        a.handle_message_alone(
             id(9),
             MembershipMsg::NeighborReply { accepted: true },
             t(2),
@@ -2306,7 +2418,7 @@ mod tests {
             vec![(id(9), MembershipMsg::Disconnect { alive: true })]
         );
         out.clear();
-        a.handle_message(
+        a.handle_message_alone(
             id(9),
             MembershipMsg::NeighborReply { accepted: false },
             t(2),
@@ -2315,7 +2427,7 @@ mod tests {
         assert!(out.is_empty() && !a.is_active(&id(9)));
 
         // Disconnect from a stranger changes nothing.
-        a.handle_message(
+        a.handle_message_alone(
             id(9),
             MembershipMsg::Disconnect { alive: false },
             t(3),
@@ -2325,7 +2437,7 @@ mod tests {
         assert_eq!(set(a.active()), set(vec![id(1), id(2)]));
 
         // A huge ttl is clamped to the active walk length.
-        a.handle_message(
+        a.handle_message_alone(
             id(1),
             MembershipMsg::ForwardJoin {
                 peer: info(10),
@@ -2369,9 +2481,9 @@ mod tests {
                 peers: vec![info(12)],
             },
         ] {
-            a.handle_message(me, m, t(5), &mut out);
+            a.handle_message_alone(me, m, t(5), &mut out);
         }
-        a.handle_message(
+        a.handle_message_alone(
             id(1),
             MembershipMsg::ForwardJoin {
                 peer: info(0),
@@ -2380,7 +2492,7 @@ mod tests {
             t(5),
             &mut out,
         );
-        a.handle_message(
+        a.handle_message_alone(
             id(1),
             MembershipMsg::Shuffle {
                 origin: info(0),
@@ -2391,7 +2503,7 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty(), "{out:?}");
-        a.peer_failed(me, t(5), &mut out);
+        a.peer_failed_alone(me, t(5), &mut out);
         a.join(info(0), t(5), &mut out);
         assert!(out.is_empty());
         check_invariants(&a);
@@ -2401,7 +2513,7 @@ mod tests {
         for i in 0..56 {
             peers.push(info(20 + i % 4));
         }
-        a.handle_message(
+        a.handle_message_alone(
             id(1),
             MembershipMsg::Shuffle {
                 origin: info(30),
@@ -2427,7 +2539,7 @@ mod tests {
         // A flood of forward joins with fresh ids stays bounded.
         let mut b = node(50, small(3, 5));
         for i in 0..1000 {
-            b.handle_message(
+            b.handle_message_alone(
                 id(1),
                 MembershipMsg::ForwardJoin {
                     peer: info(100 + i),
@@ -2469,15 +2581,15 @@ mod tests {
                     peers: (0..rng.gen_range(0..70)).map(|_| pick(&mut rng)).collect(),
                 },
                 7 => {
-                    c.peer_failed(id(from), t(step), &mut out);
+                    c.peer_failed_alone(id(from), t(step), &mut out);
                     continue;
                 }
                 _ => {
-                    c.handle_timeout(t(step * 500), &mut out);
+                    c.handle_timeout_alone(t(step * 500), &mut out);
                     continue;
                 }
             };
-            c.handle_message(id(from), m, t(step * 500), &mut out);
+            c.handle_message_alone(id(from), m, t(step * 500), &mut out);
             check_invariants(&c);
             out.clear();
         }

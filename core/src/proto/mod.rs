@@ -35,6 +35,7 @@ use crate::wire::{
     check_broadcast, Broadcast, DiscoveryMsg, GossipMsg, Limits, MembershipMsg, Message, MessageId,
     PeerInfo, SignedMessage, SwimMsg, TopicId, TopicMsg,
 };
+use hyparview::Linked;
 use presence::PresenceEvent;
 
 /// All protocol parameters, with defaults from the papers and peer systems (each layer's
@@ -266,6 +267,11 @@ pub struct TableSizes {
     pub hint_topics: usize,
 }
 
+/// Whether `peer` is a neighbour in any of `topics`' overlays.
+fn in_topics(topics: &BTreeMap<TopicId, Box<Topic>>, peer: &PeerId) -> bool {
+    topics.values().any(|t| t.membership.is_active(peer))
+}
+
 struct Topic {
     /// Deliver messages to the application (false: member only to publish).
     subscribed: bool,
@@ -287,7 +293,8 @@ pub struct State {
     global: hyparview::State,
     swim: swim::State,
     directory: discovery::Directory,
-    topics: BTreeMap<TopicId, Topic>,
+    /// Boxed: [`State::topic_membership`] moves a topic out of the map and back.
+    topics: BTreeMap<TopicId, Box<Topic>>,
     verifier: Box<dyn Verify>,
     events: VecDeque<Event>,
     counters: Counters,
@@ -476,7 +483,21 @@ impl State {
 
     /// Whether `peer` is in any active view (network-wide or a topic's).
     pub fn is_neighbor(&self, peer: &PeerId) -> bool {
-        self.global.is_active(peer) || self.topics.values().any(|t| t.membership.is_active(peer))
+        self.global.is_active(peer) || in_topics(&self.topics, peer)
+    }
+
+    /// Runs `f` on `topic`'s membership, with `linked` saying whether this node is
+    /// connected to a peer through another overlay (network-wide or another topic).
+    fn topic_membership<R>(
+        &mut self,
+        topic: &TopicId,
+        f: impl FnOnce(&mut hyparview::State, Linked<'_>) -> R,
+    ) -> Option<R> {
+        // Out of the map meanwhile, so that `is_neighbor` reads only the other overlays.
+        let mut t = self.topics.remove(topic)?;
+        let result = f(&mut t.membership, &|p| self.is_neighbor(p));
+        self.topics.insert(*topic, t);
+        Some(result)
     }
 
     /// Joins the network through `contacts` (bootstrap peers). While the node has no
@@ -638,7 +659,7 @@ impl State {
             next_walk: now,
             walk_backoff: c.discovery.retry_min,
         };
-        self.topics.insert(topic, t);
+        self.topics.insert(topic, Box::new(t));
         self.announce_topics();
         self.discover(topic, now);
         Ok(())
@@ -678,7 +699,9 @@ impl State {
         match msg {
             Message::Membership(m) => {
                 let mut ev = Vec::new();
-                self.global.handle_message(from, m, now, &mut ev);
+                let topics = &self.topics;
+                let linked = |p: &PeerId| in_topics(topics, p);
+                self.global.handle_message(from, m, now, &linked, &mut ev);
                 self.on_global(ev, now);
             }
             Message::Swim(m) => {
@@ -707,15 +730,22 @@ impl State {
             self.backups_from_topics();
         }
         let mut ev = Vec::new();
-        self.global.peer_failed(peer, now, &mut ev);
+        let topics = &self.topics;
+        let linked = |p: &PeerId| in_topics(topics, p);
+        self.global.peer_failed(peer, now, &linked, &mut ev);
         self.on_global(ev, now);
         for topic in self.topics() {
+            let mut ev = Vec::new();
+            let Some(was_neighbor) = self.topic_membership(&topic, |m, linked| {
+                let was_neighbor = m.is_active(&peer);
+                m.peer_failed(peer, now, linked, &mut ev);
+                was_neighbor
+            }) else {
+                continue;
+            };
             let Some(t) = self.topics.get_mut(&topic) else {
                 continue;
             };
-            let was_neighbor = t.membership.is_active(&peer);
-            let mut ev = Vec::new();
-            t.membership.peer_failed(peer, now, &mut ev);
             let mut pres = Vec::new();
             // A failed dial to a stale address says little; a neighbour's failure or the
             // detector's verdict means the peer is gone from this topic.
@@ -776,17 +806,19 @@ impl State {
             self.backups_from_topics();
         }
         let mut ev = Vec::new();
-        self.global.handle_timeout(now, &mut ev);
+        let topics = &self.topics;
+        let linked = |p: &PeerId| in_topics(topics, p);
+        self.global.handle_timeout(now, &linked, &mut ev);
         self.on_global(ev, now);
         let mut ev = Vec::new();
         self.swim.handle_timeout(now, &mut ev);
         self.on_swim(ev, now);
         for topic in self.topics() {
+            let mut hv = Vec::new();
+            self.topic_membership(&topic, |m, linked| m.handle_timeout(now, linked, &mut hv));
             let Some(t) = self.topics.get_mut(&topic) else {
                 continue;
             };
-            let mut hv = Vec::new();
-            t.membership.handle_timeout(now, &mut hv);
             let mut pt = Vec::new();
             t.plumtree.handle_timeout(now, &mut pt);
             let mut pres = Vec::new();
@@ -1059,18 +1091,21 @@ impl State {
         }
         match msg {
             TopicMsg::Membership(m) => {
-                let Some(t) = self.topics.get_mut(&topic) else {
-                    return;
-                };
                 let mut ev = Vec::new();
-                let refusal = matches!(m, MembershipMsg::Disconnect { alive: false })
-                    && !t.membership.is_active(&from);
-                if refusal {
-                    // A non-member (or a leaving member) answered our join: look elsewhere.
-                    t.membership.peer_failed(from, now, &mut ev);
+                let refused = self.topic_membership(&topic, |t, linked| {
+                    let refusal = matches!(m, MembershipMsg::Disconnect { alive: false })
+                        && !t.is_active(&from);
+                    if refusal {
+                        // A non-member (or a leaving member) answered our join: look
+                        // elsewhere.
+                        t.peer_failed(from, now, linked, &mut ev);
+                    } else {
+                        t.handle_message(from, m, now, linked, &mut ev);
+                    }
+                    refusal
+                });
+                if refused == Some(true) {
                     self.directory.forget(&from);
-                } else {
-                    t.membership.handle_message(from, m, now, &mut ev);
                 }
                 self.on_topic_membership(topic, ev, now);
             }
