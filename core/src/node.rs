@@ -415,7 +415,8 @@ pub struct Stats {
     /// Connections refused, by reason: `admission_hook`, `banned`, `connection_limit`,
     /// `credential_<why>` (missing, expired, wrong_authority, wrong_peer, wrong_network,
     /// bad_signature, malformed), `too_many_handshakes` (refused before the handshake:
-    /// `TransportOptions::max_inbound_pending` were already held).
+    /// `TransportOptions::max_inbound_pending` were already held, or 16 by peers from the
+    /// same address).
     pub refused: std::collections::BTreeMap<String, u64>,
     /// Peers disconnected and kept out for breaking the protocol, by reason: `bad_frame`,
     /// `oversized_frame`, `framing`, `bad_signature`, `topic_mismatch`, `frame_rate`,

@@ -363,6 +363,50 @@ async fn inbound_connections_beyond_the_limit_are_refused_and_counted() {
     assert_eq!(b.handshakes_refused(), 1);
 }
 
+/// Once retries start (half the places held), peers from one source with a proven
+/// address hold at most `max_inbound_pending_per_source` places: one more from that
+/// source is refused and counted while a peer from another source still gets in. (That
+/// a freed place frees its source's share is a unit test of the gate in transport.rs.)
+#[tokio::test]
+async fn proven_peers_from_one_source_hold_at_most_their_share() {
+    let options = TransportOptions {
+        max_inbound_pending: 8,
+        max_inbound_pending_per_source: 2,
+        ..TransportOptions::default()
+    };
+    let b = Endpoint::bind_with(loopback4(), &key(100), "net", Limits::default(), options)
+        .expect("bind");
+    let addr = b.local_addr().unwrap();
+    let other: SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let dialers: Vec<Endpoint> = (1..=7).map(|n| bind(loopback4(), n, "net")).collect();
+    let elsewhere = bind(other, 9, "net");
+    let mut held = Vec::new();
+    // Four unproven peers (not counted per source) make the endpoint ask for retries; two
+    // proven ones from 127.0.0.1 then use up that source's share.
+    for (i, d) in dialers[..6].iter().enumerate() {
+        let conn = within("a dial within the limits", d.connect(addr, None))
+            .await
+            .unwrap_or_else(|e| panic!("dial {i} within the limits failed: {e}"));
+        held.push(conn);
+    }
+    assert_eq!((b.handshakes_retried(), b.handshakes_refused()), (2, 0));
+    let refused = within(
+        "a third proven dial from one source",
+        dialers[6].connect(addr, None),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(TransportError::Handshake { .. })),
+        "a third proven peer from 127.0.0.1 was not refused: {refused:?}"
+    );
+    assert_eq!((b.handshakes_retried(), b.handshakes_refused()), (3, 1));
+    let conn = within("a dial from another source", elsewhere.connect(addr, None))
+        .await
+        .expect("a peer from 127.0.0.2 has its own share");
+    held.push(conn);
+    assert_eq!((b.handshakes_retried(), b.handshakes_refused()), (4, 1));
+}
+
 #[tokio::test]
 async fn endpoint_close_ends_accept_and_connections() {
     let a = bind(loopback4(), 1, "net");

@@ -44,9 +44,10 @@
 //! 30 s. The failure detector above does fast detection; the idle timeout only reclaims
 //! connections to peers that vanished without a word.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::task::{ready, Context, Poll};
@@ -298,6 +299,13 @@ pub struct TransportOptions {
     /// half of it on, a peer must first prove its address with a QUIC retry, so a flood
     /// from forged source addresses holds at most half the places.
     pub max_inbound_pending: usize,
+    /// Of those places, how many peers from one source may hold once their address is
+    /// proven (by a retry; default 16): an IPv4 address or an IPv6 /64. A flood from one
+    /// host then holds at most half the places (unproven, before retries start) plus this
+    /// many. Only proven addresses count, so nobody can use up another host's share by
+    /// forging its address. Many honest peers behind one NAT share the share, but each
+    /// holds its place only for its handshake.
+    pub max_inbound_pending_per_source: usize,
 }
 
 impl Default for TransportOptions {
@@ -308,6 +316,7 @@ impl Default for TransportOptions {
             idle_timeout: Duration::from_secs(30),
             faults: None,
             max_inbound_pending: 128,
+            max_inbound_pending_per_source: 16,
         }
     }
 }
@@ -699,18 +708,82 @@ pub struct Endpoint {
 }
 
 /// A finished inbound handshake, holding its place until [`Endpoint::accept`] takes it.
-type Inbound = (
-    Result<Connection, TransportError>,
-    tokio::sync::OwnedSemaphorePermit,
-);
+type Inbound = (Result<Connection, TransportError>, Place);
 
 /// Bounds the inbound connections an endpoint holds (see
-/// [`TransportOptions::max_inbound_pending`]).
+/// [`TransportOptions::max_inbound_pending`] and `max_inbound_pending_per_source`).
 struct InboundGate {
     places: Arc<tokio::sync::Semaphore>,
     max: usize,
+    max_per_source: usize,
+    /// Places held by peers with a proven address, by source.
+    per_source: StdMutex<HashMap<IpAddr, usize>>,
     refused: std::sync::atomic::AtomicU64,
     retried: std::sync::atomic::AtomicU64,
+}
+
+/// One held place of an [`InboundGate`]; dropping it frees the place.
+struct Place {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// The source it counts against (peers with a proven address only).
+    source: Option<IpAddr>,
+    gate: Arc<InboundGate>,
+}
+
+impl InboundGate {
+    /// A place for a peer from `source` (`None`: address not proven), or why not.
+    fn take(self: &Arc<Self>, source: Option<IpAddr>) -> Result<Place, &'static str> {
+        let mut held = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = source {
+            if held.get(&s).is_some_and(|&n| n >= self.max_per_source) {
+                return Err("too many pending from one source");
+            }
+        }
+        let permit = Arc::clone(&self.places)
+            .try_acquire_owned()
+            .map_err(|_| "too many pending")?;
+        if let Some(s) = source {
+            *held.entry(s).or_default() += 1;
+        }
+        Ok(Place {
+            _permit: permit,
+            source,
+            gate: Arc::clone(self),
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(s) = self.source {
+            let mut held = self
+                .gate
+                .per_source
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = held.get_mut(&s) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&s);
+                }
+            }
+        }
+    }
+}
+
+/// The source a peer's handshakes count against: its IPv4 address, or its IPv6 /64 (a
+/// host's usual allocation, so it cannot dodge the limit by changing addresses).
+fn source_of(addr: SocketAddr) -> IpAddr {
+    match addr.ip() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 impl fmt::Debug for Endpoint {
@@ -785,6 +858,8 @@ impl Endpoint {
         let gate = Arc::new(InboundGate {
             places: Arc::new(tokio::sync::Semaphore::new(max)),
             max,
+            max_per_source: options.max_inbound_pending_per_source.max(1),
+            per_source: Default::default(),
             refused: Default::default(),
             retried: Default::default(),
         });
@@ -875,7 +950,7 @@ impl Endpoint {
     }
 
     /// Inbound connections refused because [`TransportOptions::max_inbound_pending`] were
-    /// already held.
+    /// already held, or `max_inbound_pending_per_source` by peers from the same source.
     pub fn handshakes_refused(&self) -> u64 {
         self.gate.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -1054,16 +1129,20 @@ async fn accept_loop(
                 Err(e) => incoming = e.into_incoming(),
             }
         }
-        let Ok(place) = Arc::clone(&gate.places).try_acquire_owned() else {
-            gate.refused.fetch_add(1, Relaxed);
-            tracing::debug!(addr = %incoming.remote_address(), "inbound handshake refused: too many pending");
-            incoming.refuse();
-            continue;
+        let addr = incoming.remote_address();
+        let source = incoming.remote_address_validated().then(|| source_of(addr));
+        let place = match gate.take(source) {
+            Ok(place) => place,
+            Err(why) => {
+                gate.refused.fetch_add(1, Relaxed);
+                tracing::debug!(%addr, "inbound handshake refused: {why}");
+                incoming.refuse();
+                continue;
+            }
         };
         let tx = tx.clone();
         let private = private.clone();
         tokio::spawn(async move {
-            let addr = incoming.remote_address();
             let mut result = match tokio::time::timeout(after, incoming).await {
                 Err(_) => Err(TransportError::Timeout { addr, after }),
                 Ok(Err(e)) => Err(handshake_error(addr, e)),
@@ -1811,6 +1890,44 @@ mod tests {
             .expect("in time")
             .expect_err("must fail");
         assert!(matches!(err, TransportError::Protocol(_)), "{err:?}");
+    }
+
+    /// The gate's share per source: a proven source is refused beyond its share while
+    /// places are left, gets it back when one of its places is dropped, and unproven peers
+    /// and IPv6 addresses of another /64 are not counted against it.
+    #[test]
+    fn a_source_holds_at_most_its_share_of_the_places() {
+        let gate = Arc::new(InboundGate {
+            places: Arc::new(tokio::sync::Semaphore::new(4)),
+            max: 4,
+            max_per_source: 2,
+            per_source: Default::default(),
+            refused: Default::default(),
+            retried: Default::default(),
+        });
+        let host = source_of("[2001:db8:1:2:3:4:5:6]:9".parse().unwrap());
+        let same_64 = source_of("[2001:db8:1:2:ffff::1]:9".parse().unwrap());
+        let other_64 = source_of("[2001:db8:1:3::1]:9".parse().unwrap());
+        assert_eq!(host, same_64);
+        let first = gate.take(Some(host)).expect("first place");
+        let _second = gate.take(Some(same_64)).expect("second place");
+        assert!(gate.take(Some(host)).is_err(), "a third place for one /64");
+        let _other = gate
+            .take(Some(other_64))
+            .expect("another /64 has its own share");
+        drop(first);
+        let _again = gate
+            .take(Some(host))
+            .expect("a dropped place frees the share");
+        let _unproven = gate
+            .take(None)
+            .expect("an unproven peer takes the last place");
+        assert!(gate.take(None).is_err(), "every place is held");
+        assert_eq!(
+            source_of("[::ffff:192.0.2.7]:1".parse().unwrap()),
+            source_of("192.0.2.7:2".parse().unwrap()),
+            "an IPv4-mapped address counts as the IPv4 address"
+        );
     }
 
     /// Starling sends no datagrams, so it accepts none: a peer cannot park unread

@@ -445,7 +445,7 @@ pub struct Stats {
     /// `banned`, `connection_limit`, `credential_<why>` (missing, expired,
     /// wrong_authority, wrong_peer, wrong_network, bad_signature, malformed),
     /// `too_many_handshakes` (refused before the handshake: too many inbound connections
-    /// were pending).
+    /// were pending, or too many from the same address).
     pub refused: HashMap<String, u64>,
     /// Peers disconnected and kept out for breaking the protocol, by reason (`bad_frame`,
     /// `bad_signature`, `message_rate`, …).

@@ -3255,7 +3255,7 @@ public struct Stats: Equatable, Hashable {
      * `banned`, `connection_limit`, `credential_<why>` (missing, expired,
      * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed),
      * `too_many_handshakes` (refused before the handshake: too many inbound connections
-     * were pending).
+     * were pending, or too many from the same address).
      */
     public var refused: [String: UInt64]
     /**
@@ -3309,7 +3309,7 @@ public struct Stats: Equatable, Hashable {
          * `banned`, `connection_limit`, `credential_<why>` (missing, expired,
          * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed),
          * `too_many_handshakes` (refused before the handshake: too many inbound connections
-         * were pending).
+         * were pending, or too many from the same address).
          */refused: [String: UInt64], 
         /**
          * Peers disconnected and kept out for breaking the protocol, by reason (`bad_frame`,

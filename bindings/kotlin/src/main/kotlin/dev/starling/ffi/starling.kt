@@ -5213,7 +5213,7 @@ data class Stats (
      * `banned`, `connection_limit`, `credential_<why>` (missing, expired,
      * wrong_authority, wrong_peer, wrong_network, bad_signature, malformed),
      * `too_many_handshakes` (refused before the handshake: too many inbound connections
-     * were pending).
+     * were pending, or too many from the same address).
      */
     var `refused`: Map<kotlin.String, kotlin.ULong>
     , 
