@@ -97,8 +97,8 @@ fun main(argv: Array<String>) {
             for (m in batch) say("[${nameOf(m.author)}] ${m.text}")
         }
         node.setPresence(args.topic, me)
-        // Peers whose presence the node learned before the listener existed (joining the
-        // network at start) raise no event: they are in online(); `names` avoids doubles.
+        // The listener already got an Online event for each peer online when it was added;
+        // reading online() as well is harmless (`names` avoids doubles).
         for (p in node.online(args.topic)) {
             if (names.putIfAbsent(p.peer, p.metadataText) == null) say("* ${nameOf(p.peer)} is online")
         }

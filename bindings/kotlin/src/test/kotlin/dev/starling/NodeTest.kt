@@ -150,6 +150,13 @@ class NodeTest {
             val events = Collections.synchronizedList(mutableListOf<PresenceEvent>())
             val watching = launch(Dispatchers.Default) { a.presence(topic).collect { events.add(it) } }
             nodes.forEach { it.setPresence(topic, "hello") }
+            // Through the Flow: once it has shown b and c online it is registered (a late
+            // registration starts with the peers already online), so no later change is missed.
+            waitUntil("b and c online in a's presence Flow") {
+                synchronized(events) {
+                    events.filter { it.change is PresenceChange.Online }.map { it.peer }.containsAll(listOf(b.id, c.id))
+                }
+            }
             waitUntil("b and c online at a") {
                 a.online(topic).map { it.peer }.containsAll(listOf(b.id, c.id))
             }
