@@ -731,6 +731,19 @@ struct Place {
 }
 
 impl InboundGate {
+    /// `max` places in all, at most `max_per_source` of them per proven source (each at
+    /// least 1).
+    fn new(max: usize, max_per_source: usize) -> Arc<InboundGate> {
+        Arc::new(InboundGate {
+            places: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            max: max.max(1),
+            max_per_source: max_per_source.max(1),
+            per_source: Default::default(),
+            refused: Default::default(),
+            retried: Default::default(),
+        })
+    }
+
     /// A place for a peer from `source` (`None`: address not proven), or why not.
     fn take(self: &Arc<Self>, source: Option<IpAddr>) -> Result<Place, &'static str> {
         let mut held = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
@@ -854,17 +867,12 @@ impl Endpoint {
                 network_id: network_id.to_owned(),
             })
         });
-        let max = options.max_inbound_pending.max(1);
-        let gate = Arc::new(InboundGate {
-            places: Arc::new(tokio::sync::Semaphore::new(max)),
-            max,
-            max_per_source: options.max_inbound_pending_per_source.max(1),
-            per_source: Default::default(),
-            refused: Default::default(),
-            retried: Default::default(),
-        });
+        let gate = InboundGate::new(
+            options.max_inbound_pending,
+            options.max_inbound_pending_per_source,
+        );
         // Each queued connection holds a place, so the queue never fills.
-        let (tx, rx) = mpsc::channel(max);
+        let (tx, rx) = mpsc::channel(gate.max);
         let accept_task = tokio::spawn(accept_loop(
             quic.clone(),
             tx,
@@ -1897,14 +1905,7 @@ mod tests {
     /// and IPv6 addresses of another /64 are not counted against it.
     #[test]
     fn a_source_holds_at_most_its_share_of_the_places() {
-        let gate = Arc::new(InboundGate {
-            places: Arc::new(tokio::sync::Semaphore::new(4)),
-            max: 4,
-            max_per_source: 2,
-            per_source: Default::default(),
-            refused: Default::default(),
-            retried: Default::default(),
-        });
+        let gate = InboundGate::new(4, 2);
         let host = source_of("[2001:db8:1:2:3:4:5:6]:9".parse().unwrap());
         let same_64 = source_of("[2001:db8:1:2:ffff::1]:9".parse().unwrap());
         let other_64 = source_of("[2001:db8:1:3::1]:9".parse().unwrap());
