@@ -486,6 +486,16 @@ impl State {
         self.global.is_active(peer) || in_topics(&self.topics, peer)
     }
 
+    /// Runs `f` on the network-wide membership, with `linked` saying whether this node is
+    /// connected to a peer through a topic's overlay.
+    fn global_membership<R>(
+        &mut self,
+        f: impl FnOnce(&mut hyparview::State, Linked<'_>) -> R,
+    ) -> R {
+        let topics = &self.topics;
+        f(&mut self.global, &|p| in_topics(topics, p))
+    }
+
     /// Runs `f` on `topic`'s membership, with `linked` saying whether this node is
     /// connected to a peer through another overlay (network-wide or another topic).
     fn topic_membership<R>(
@@ -699,9 +709,7 @@ impl State {
         match msg {
             Message::Membership(m) => {
                 let mut ev = Vec::new();
-                let topics = &self.topics;
-                let linked = |p: &PeerId| in_topics(topics, p);
-                self.global.handle_message(from, m, now, &linked, &mut ev);
+                self.global_membership(|g, linked| g.handle_message(from, m, now, linked, &mut ev));
                 self.on_global(ev, now);
             }
             Message::Swim(m) => {
@@ -730,9 +738,7 @@ impl State {
             self.backups_from_topics();
         }
         let mut ev = Vec::new();
-        let topics = &self.topics;
-        let linked = |p: &PeerId| in_topics(topics, p);
-        self.global.peer_failed(peer, now, &linked, &mut ev);
+        self.global_membership(|g, linked| g.peer_failed(peer, now, linked, &mut ev));
         self.on_global(ev, now);
         for topic in self.topics() {
             let mut ev = Vec::new();
@@ -806,9 +812,7 @@ impl State {
             self.backups_from_topics();
         }
         let mut ev = Vec::new();
-        let topics = &self.topics;
-        let linked = |p: &PeerId| in_topics(topics, p);
-        self.global.handle_timeout(now, &linked, &mut ev);
+        self.global_membership(|g, linked| g.handle_timeout(now, linked, &mut ev));
         self.on_global(ev, now);
         let mut ev = Vec::new();
         self.swim.handle_timeout(now, &mut ev);
